@@ -1,0 +1,49 @@
+"""Shared test helpers: where the code is and how to run it under each interpreter.
+
+Tests that exercise pure logic (parser, replay, decisions, UCI translation) run the real
+`tunmon.py` command line under CPython and under the MicroPython unix port, through the
+`interp` fixture, so both interpreters are held to the same expected output.
+"""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TUNMON = os.path.join(ROOT, "tunmon.py")
+
+
+def micropython_path():
+    """The test MicroPython: the venv's, else one on PATH."""
+    here = os.path.join(os.path.dirname(sys.executable), "micropython")
+    return here if os.path.exists(here) else shutil.which("micropython")
+
+
+INTERPRETERS = {"cpython": [sys.executable, "-u"], "micropython": None}
+
+
+def interpreter_command(name):
+    if name == "cpython":
+        return [sys.executable, "-u"]
+    path = micropython_path()
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("micropython is not installed (make test installs it into .venv)")
+        pytest.skip("micropython is not installed; run the suite through `make test`")
+    return [path]
+
+
+@pytest.fixture(params=["cpython", "micropython"])
+def interp(request):
+    """Command prefix that runs a Python file under one interpreter."""
+    return interpreter_command(request.param)
+
+
+def run_tunmon(interp, *args, **kwargs):
+    """Run tunmon.py with `args` under `interp`; returns CompletedProcess (text, both streams)."""
+    kwargs.setdefault("capture_output", True)
+    kwargs.setdefault("text", True)
+    kwargs.setdefault("timeout", 60)
+    return subprocess.run(list(interp) + [TUNMON] + [str(a) for a in args], **kwargs)

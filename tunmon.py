@@ -1,0 +1,1248 @@
+"""tunmon: run an escalating ladder of scripts when a network interface stops receiving.
+
+It watches the RX counters of chosen interfaces in /proc/net/dev.  While traffic flows it does
+nothing but read that file once per interval: no probes.  When a device stays silent, actions
+fire at their configured silence (a ping through the tunnel, a rebuild, an alert), retries
+repeat at a longer period while the silence lasts, and restore scripts run when traffic returns.
+
+The pieces, each testable alone:
+  CounterReader  reads the counters into a fixed buffer and parses them in place;
+  Monitor        the decision rules: given counters and elapsed ticks, which events fire.
+                 Pure (no clock, no processes), so the live loop, --replay and the tests all
+                 drive this one object;
+  *Runner        start, poll and signal script processes, one class per platform mechanism;
+  ScriptPool     concurrency limit, timeouts, duplicate suppression and exit logging;
+  Daemon         the live loop: clock, signals, pidfile.
+
+Runs unchanged on CPython 3.11+ and on the MicroPython unix port.
+"""
+import os
+import sys
+import time
+
+import tunmon_xml
+from tunmon_xml import (ConfigError, EVENT_ACTION, EVENT_POST_RESTORE, EVENT_RESTORE,
+                        EVENT_RETRY, format_seconds, os_error_text)
+
+try:
+    import errno
+except ImportError:  # pragma: no cover - every known port has it
+    errno = None
+
+VERSION = "1.0.0"
+DEFAULT_CONFIG = "/etc/tunmon.xml"
+DEFAULT_PROC = "/proc/net/dev"
+HOTPLUG_CALL = "/sbin/hotplug-call"
+KILL_GRACE = 5.0        # seconds between SIGTERM and SIGKILL for a script
+STOP_GRACE = 5.0        # seconds tunmon waits for scripts on shutdown before SIGKILL
+SIGHUP, SIGINT, SIGKILL, SIGTERM = 1, 2, 9, 15
+
+ENOENT = 2
+EACCES = 13
+
+
+def log(level, message):
+    sys.stderr.write(level + ": " + message + "\n")
+
+
+try:
+    monotonic = time.monotonic
+except AttributeError:
+    # MicroPython: ticks_ms wraps, so accumulate differences; called at least once per tick.
+    class _TicksClock:
+        def __init__(self):
+            self.last = time.ticks_ms()
+            self.total_ms = 0
+
+        def __call__(self):
+            now = time.ticks_ms()
+            self.total_ms += time.ticks_diff(now, self.last)
+            self.last = now
+            return self.total_ms / 1000.0
+
+    monotonic = _TicksClock()
+
+
+# ---------------------------------------------------------------------------------------------
+# Counters
+
+class CounterReader:
+    """RX bytes and packets of the watched devices, from a /proc/net/dev style file.
+
+    The file is read into one preallocated buffer (grown only when a file does not fit) and
+    parsed in place: no per-line strings.  Lines are found by searching for `name:`, which is
+    exact because Linux forbids ':' and whitespace in interface names; the match must start a
+    line or follow the padding spaces, so `eth0` never matches `veth0`.  Devices are searched
+    in the order they were last found, so all searches together scan the buffer about once.
+    """
+
+    def __init__(self, path, devices):
+        self.path = path
+        self.buf = bytearray(4096)
+        self.length = 0
+        self.patterns = [name.encode() + b":" for name in devices]
+        count = len(devices)
+        self.rx_bytes = [-1] * count     # -1: absent (or its line is malformed) this tick
+        self.rx_packets = [-1] * count
+        self.found_at = [0] * count
+        self.scan_order = list(range(count))
+
+    def read(self):
+        """Read the file; returns False (and keeps the old buffer) if it cannot be read."""
+        try:
+            with open(self.path, "rb", buffering=0) as f:
+                length = self._fill(f)
+                while length == len(self.buf):
+                    self.buf = bytearray(len(self.buf) * 2)
+                    f.seek(0)
+                    length = self._fill(f)
+        except OSError:
+            return False
+        self.parse(self.buf, length)
+        return True
+
+    def _fill(self, f):
+        # /proc files come in pieces (one page per read), so read until the end.
+        view = memoryview(self.buf)
+        length = 0
+        while length < len(self.buf):
+            got = f.readinto(view[length:])
+            if not got:
+                break
+            length += got
+        return length
+
+    def parse(self, buf, end):
+        pos = 0
+        out_of_order = False
+        for i in self.scan_order:
+            pattern = self.patterns[i]
+            at = _find_name(buf, pattern, pos, end)
+            if at < 0 and pos:
+                at = _find_name(buf, pattern, 0, pos)
+                out_of_order = at >= 0
+            if at < 0:
+                self.rx_bytes[i] = -1
+                self.rx_packets[i] = -1
+                continue
+            self.found_at[i] = at
+            line_end = buf.find(b"\n", at, end)
+            if line_end < 0:
+                line_end = end
+            self.parse_counters(i, buf, at + len(pattern), line_end)
+            pos = line_end
+        if out_of_order:
+            self.scan_order.sort(key=lambda i: self.found_at[i])
+
+    def parse_counters(self, i, buf, pos, end):
+        rx_bytes = _number(buf, pos, end)
+        rx_packets = _number(buf, _number_end, end) if rx_bytes >= 0 else -1
+        if rx_packets < 0:
+            rx_bytes = -1
+        self.rx_bytes[i] = rx_bytes
+        self.rx_packets[i] = rx_packets
+
+
+def _find_name(buf, pattern, start, end):
+    while True:
+        at = buf.find(pattern, start, end)
+        if at <= 0 or buf[at - 1] == 32 or buf[at - 1] == 10:
+            return at
+        start = at + 1
+
+
+_number_end = 0   # where the last _number() stopped: saves allocating a tuple per field
+
+
+def _number(buf, pos, end):
+    """Parse the decimal number at buf[pos:] after spaces; -1 if there is none (malformed)."""
+    global _number_end
+    while pos < end and buf[pos] == 32:
+        pos += 1
+    start = pos
+    value = 0
+    while pos < end:
+        digit = buf[pos] - 48
+        if digit < 0 or digit > 9:
+            break
+        value = value * 10 + digit
+        pos += 1
+    _number_end = pos
+    # 20 digits hold any 64-bit counter; anything longer, or a sign, is garbage.
+    if pos == start or pos - start > 20 or (pos < end and buf[pos] != 32):
+        return -1
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Decisions
+
+class DeviceState:
+    """What the rules remember about one watched device between ticks."""
+
+    def __init__(self, name):
+        self.name = name
+        self.rx_bytes = -1      # counters at the last reading where it was present
+        self.rx_packets = -1
+        self.present = False
+        self.age = 0            # ticks since traffic was last seen
+        self.down = False       # an action or retry fired in the current silent spell
+
+
+class Monitor:
+    """The event rules, once.  Feed it readings tick by tick; it says which events fire.
+
+    `judge(elapsed, counters)` takes the number of ticks since the previous reading (more
+    than 1 when ticks were skipped or unreadable) and anything with per-device `rx_bytes` and
+    `rx_packets` lists in config device order (-1 = absent).  It returns a list of events
+    `(event, step, device, silent_ticks)`; for post_restore_any, `device` is the list of the
+    restored devices' names.  No clock, no I/O: time is whatever the caller says it is.
+    """
+
+    def __init__(self, config):
+        self.devices = [DeviceState(name) for name in config.devices]
+        self.configure(config)
+        self.baseline_taken = False
+        self.events = []
+        self.changes = []       # (device, what) state changes of the last judge(), for tracing
+        self.rx_bytes_delta = 0
+        self.rx_packets_delta = 0
+
+    def configure(self, config):
+        self.action_ticks = [action.ticks for action in config.actions]
+        self.retry_periods = [retry.ticks for retry in config.retries]
+        self.ladder_end = config.ladder_end()
+
+    def reconfigure(self, config, old_interval):
+        """A new config (SIGHUP): devices that stay keep their state, new ones start at age 0.
+
+        If the interval changed, ages are converted so the silence in seconds is kept.
+        """
+        by_name = {}
+        for dev in self.devices:
+            by_name[dev.name] = dev
+        self.devices = [by_name.get(name) or DeviceState(name) for name in config.devices]
+        if old_interval != config.interval:
+            for dev in self.devices:
+                dev.age = int(dev.age * old_interval / config.interval + 0.5)
+        self.configure(config)
+
+    def judge(self, elapsed, counters):
+        events = self.events
+        del events[:]
+        del self.changes[:]
+        self.rx_bytes_delta = 0
+        self.rx_packets_delta = 0
+        if not self.baseline_taken:
+            self.baseline_taken = True
+            for i, dev in enumerate(self.devices):
+                self._take(dev, counters.rx_bytes[i], counters.rx_packets[i])
+            return events
+        restored = None
+        for i, dev in enumerate(self.devices):
+            if self._traffic(dev, counters.rx_bytes[i], counters.rx_packets[i]):
+                if dev.down:
+                    events.append((EVENT_RESTORE, 0, dev.name, dev.age))
+                    restored = restored or []
+                    restored.append(dev)
+                    self.changes.append((dev, "restored"))
+                elif dev.age:
+                    self.changes.append((dev, "traffic"))
+                dev.age = 0
+                dev.down = False
+            else:
+                before = dev.age
+                dev.age = before + elapsed
+                if before == 0:
+                    self.changes.append((dev, "silent" if dev.present else "absent"))
+                self._ladder(dev, before)
+        if restored:
+            events.append((EVENT_POST_RESTORE, 0, [dev.name for dev in restored],
+                           max(dev.age for dev in restored)))
+        return events
+
+    def _take(self, dev, rx_bytes, rx_packets):
+        dev.present = rx_bytes >= 0
+        if dev.present:
+            dev.rx_bytes = rx_bytes
+            dev.rx_packets = rx_packets
+
+    def _traffic(self, dev, rx_bytes, rx_packets):
+        """Did the device receive since the last reading?  Also moves its baseline."""
+        if rx_bytes < 0:
+            dev.present = False
+            return False
+        dev.present = True
+        old_bytes = dev.rx_bytes
+        old_packets = dev.rx_packets
+        dev.rx_bytes = rx_bytes
+        dev.rx_packets = rx_packets
+        if old_bytes < 0 or rx_bytes < old_bytes or rx_packets < old_packets:
+            # New device, re-created interface or counter reset: the new values are the
+            # baseline, and they only show traffic if packets arrived since the reset.
+            self.rx_bytes_delta += rx_bytes
+            self.rx_packets_delta += rx_packets
+            return rx_packets > 0
+        self.rx_bytes_delta += rx_bytes - old_bytes
+        self.rx_packets_delta += rx_packets - old_packets
+        return rx_bytes > old_bytes or rx_packets > old_packets
+
+    def _ladder(self, dev, before):
+        """Fire what the silence crossed between age `before` and the current age."""
+        age = dev.age
+        was_down = dev.down
+        step = 0
+        for ticks in self.action_ticks:
+            step += 1
+            if before < ticks <= age:
+                self.events.append((EVENT_ACTION, step, dev.name, age))
+                dev.down = True
+        end = self.ladder_end
+        if age > end:
+            step = 0
+            for period in self.retry_periods:
+                step += 1
+                done_before = (before - end) // period if before > end else 0
+                if (age - end) // period > done_before:
+                    self.events.append((EVENT_RETRY, step, dev.name, age))
+                    dev.down = True
+        if dev.down and not was_down:
+            self.changes.append((dev, "down"))
+
+
+class Dispatcher:
+    """Turns Monitor events into the commands to run: argv and environment.
+
+    One place for how events map to scripts, shared by the live loop and --replay.
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self.scripts = {EVENT_ACTION: config.actions, EVENT_RETRY: config.retries,
+                        EVENT_RESTORE: config.restores, EVENT_POST_RESTORE: config.post_restores}
+
+    def commands(self, event, monitor):
+        """[(script_or_None, argv, env)] for one event; None marks the hotplug call."""
+        kind, step, device, silent_ticks = event
+        interval = self.config.interval
+        silent = format_seconds(silent_ticks * interval)
+        if kind == EVENT_POST_RESTORE:
+            args = list(device)
+            device_text = " ".join(device)
+        else:
+            args = [device, silent]
+            device_text = device
+        if kind in (EVENT_ACTION, EVENT_RETRY):
+            chosen = [(step, self.scripts[kind][step - 1])]
+        else:
+            chosen = [(i + 1, script) for i, script in enumerate(self.scripts[kind])]
+        base_env = {}
+        for dev in monitor.devices:
+            base_env["TUN_DOWN_" + env_name(dev.name)] = format_seconds(dev.age * interval)
+        out = []
+        for script_step, script in chosen:
+            env = dict(base_env)
+            env["TUNMON_EVENT"] = kind
+            env["TUNMON_DEVICE"] = device_text
+            env["TUNMON_SILENT"] = silent
+            env["TUNMON_STEP"] = str(script_step)
+            out.append((script, script.argv + args, env))
+        if self.config.hotplug:
+            env = dict(base_env)
+            env["ACTION"] = kind
+            env["DEVICE"] = device_text
+            env["SILENT"] = silent
+            env["STEP"] = str(step)
+            out.append((None, [HOTPLUG_CALL, "tunmon"], env))
+        return out
+
+
+def env_name(device):
+    """A device name made safe for an environment variable name (the original's TUN_DOWN_x)."""
+    out = []
+    for ch in device:
+        out.append(ch if (ch.isalpha() or ch.isdigit() or ch == "_") and ord(ch) < 128 else "_")
+    return "".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Starting scripts: one small class per platform mechanism, the same interface for all.
+#   spawn(path, argv, env) -> pid    start without waiting; own process group; stdin /dev/null
+#   poll(pid) -> None | wait status  reap if finished
+#   signal_group(pid, sig)           signal the script and what it forked
+
+def decode_wait_status(status):
+    """Exit code, or -N when the process was killed by signal N."""
+    if status & 0x7F:
+        return -(status & 0x7F)
+    return (status >> 8) & 0xFF
+
+
+class PosixSpawnRunner:
+    """CPython: os.posix_spawn, which uses vfork/clone, cheap even for a large process."""
+
+    name = "posix_spawn"
+
+    def spawn(self, path, argv, env):
+        full_env = dict(os.environ)
+        full_env.update(env)
+        return os.posix_spawn(path, argv, full_env, setpgroup=0,
+                              file_actions=[(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0)])
+
+    def poll(self, pid):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        return status if done else None
+
+    def signal_group(self, pid, sig):
+        try:
+            os.killpg(pid, sig)
+        except OSError:
+            pass
+
+
+class FfiRunner:
+    """MicroPython with `ffi` (OpenWrt's build): fork, setpgid and execv from libc."""
+
+    name = "ffi"
+
+    def __init__(self, ffi):
+        import array
+        import uctypes
+        self.array = array.array
+        self.addressof = uctypes.addressof
+        libc = open_libc(ffi)
+        self.fork = libc.func("i", "fork", "")
+        self.execv = libc.func("i", "execv", "sP")
+        self.waitpid = libc.func("i", "waitpid", "iPi")
+        self.kill = libc.func("i", "kill", "ii")
+        self.setpgid = libc.func("i", "setpgid", "ii")
+        self.setenv = libc.func("i", "setenv", "ssi")
+        self.open_fd = libc.func("i", "open", "si")
+        self.dup2 = libc.func("i", "dup2", "ii")
+        self.exit_now = libc.func("v", "_exit", "i")
+        self.status = self.array("i", [0])
+
+    def spawn(self, path, argv, env):
+        # Everything the child touches is built before fork: the child only makes libc calls.
+        words = [word.encode() + b"\0" for word in argv]
+        pointers = self.array("P", [self.addressof(word) for word in words] + [0])
+        pid = self.fork()
+        if pid < 0:
+            raise OSError(EAGAIN_CODE)
+        if pid == 0:
+            self.setpgid(0, 0)
+            null = self.open_fd("/dev/null", 0)
+            if null >= 0:
+                self.dup2(null, 0)
+            for key in env:
+                self.setenv(key, env[key], 1)
+            self.execv(path, pointers)
+            self.exit_now(127)
+        # Set the group from the parent too, so signal_group works even before the child ran.
+        self.setpgid(pid, pid)
+        return pid
+
+    def poll(self, pid):
+        done = self.waitpid(pid, self.status, 1)   # WNOHANG
+        if done <= 0:
+            return None if done == 0 else 0
+        return self.status[0]
+
+    def signal_group(self, pid, sig):
+        self.kill(-pid, sig)
+
+
+EAGAIN_CODE = 11
+
+
+def open_libc(ffi):
+    for name in ("libc.so", "libc.so.6", "libc.so.0"):
+        try:
+            return ffi.open(name)
+        except OSError:
+            pass
+    raise OSError(ENOENT)
+
+
+class SystemRunner:
+    """Fallback without fork (MicroPython built without ffi): os.system of a background job.
+
+    The command goes through /bin/sh only to background it; every word is single-quoted, so
+    nothing in it is interpreted.  The job writes the script's pid and, when it ends, its exit
+    code into small files that poll() looks at.  Limits: the script is not in a process group
+    of its own (signals reach it, not what it forked), and tunmon cannot catch signals.
+    """
+
+    name = "system"
+
+    def __init__(self, state_dir):
+        self.state_dir = state_dir
+        self.counter = 0
+        self.files = {}         # pid-file path or real pid -> base path of the job's files
+
+    def spawn(self, path, argv, env):
+        self.counter += 1
+        base = "%s/job%d" % (self.state_dir, self.counter)
+        assignments = " ".join(key + "=" + shell_quote(env[key]) for key in env)
+        command = " ".join(shell_quote(word) for word in [path] + argv[1:])
+        os.system("(%s exec %s </dev/null & echo $! >%s.pid; wait $!; echo $? >%s.tmp; "
+                  "mv %s.tmp %s.rc) >/dev/null 2>&1 &"
+                  % (assignments, command, base, base, base, base))
+        handle = -self.counter     # a pid is not known yet; poll() learns it
+        self.files[handle] = base
+        return handle
+
+    def poll(self, handle):
+        base = self.files[handle]
+        try:
+            with open(base + ".rc") as f:
+                text = f.read().strip()
+        except OSError:
+            return None
+        self._forget(handle)
+        code = int(text) if text.isdigit() else 255
+        # The shell reports death by signal N as 128 + N.
+        return (code - 128) if code > 128 else (code << 8)
+
+    def signal_group(self, handle, sig):
+        pid = self._pid(handle)
+        if pid:
+            os.system("kill -%d %d 2>/dev/null" % (sig, pid))
+
+    def _pid(self, handle):
+        try:
+            with open(self.files[handle] + ".pid") as f:
+                text = f.read().strip()
+            return int(text) if text.isdigit() else 0
+        except (OSError, KeyError):
+            return 0
+
+    def _forget(self, handle):
+        base = self.files.pop(handle)
+        for suffix in (".pid", ".rc"):
+            try:
+                os.remove(base + suffix)
+            except OSError:
+                pass
+
+
+def shell_quote(word):
+    return "'" + word.replace("'", "'\\''") + "'"
+
+
+def make_runner(choice=None):
+    """The best mechanism this interpreter has; TUNMON_RUNNER forces one (tests)."""
+    choice = choice or os.getenv("TUNMON_RUNNER") or "auto"
+    if choice in ("auto", "posix_spawn") and hasattr(os, "posix_spawn"):
+        return PosixSpawnRunner()
+    if choice in ("auto", "ffi"):
+        try:
+            import ffi
+            return FfiRunner(ffi)
+        except (ImportError, OSError, AttributeError):
+            if choice == "ffi":
+                raise
+    state_dir = "%s/tunmon-%d" % (os.getenv("TMPDIR") or "/tmp", getpid())
+    try:
+        os.mkdir(state_dir)
+    except OSError:
+        pass
+    return SystemRunner(state_dir)
+
+
+def getpid():
+    try:
+        return os.getpid()
+    except AttributeError:
+        # MicroPython has no getpid; /proc/self is this process.
+        with open("/proc/self/stat") as f:
+            return int(f.read().split()[0])
+
+
+def find_program(name):
+    """Resolve a script's first word: paths are used as they are, bare names via PATH."""
+    if "/" in name:
+        return name
+    for folder in (os.getenv("PATH") or "/usr/sbin:/usr/bin:/sbin:/bin").split(":"):
+        candidate = (folder or ".") + "/" + name
+        if _is_file(candidate):
+            return candidate
+    return None
+
+
+def _is_file(path):
+    try:
+        return os.stat(path)[0] & 0o170000 == 0o100000
+    except OSError:
+        return False
+
+
+def _is_executable(path):
+    try:
+        return os.stat(path)[0] & 0o111 != 0
+    except OSError:
+        return False
+
+
+class Job:
+    def __init__(self, pid, argv, key, started):
+        self.pid = pid
+        self.argv = argv
+        self.key = key
+        self.started = started
+        self.term_sent = None
+
+
+class ScriptPool:
+    """Runs commands through a runner: at most max_scripts at once (the rest wait in order),
+    never the same script for the same device twice at once, SIGTERM at the timeout and
+    SIGKILL KILL_GRACE later, every non-zero exit logged as `<argv> -> <rc>`."""
+
+    def __init__(self, runner, config, trace):
+        self.runner = runner
+        self.running = []
+        self.waiting = []
+        self.configure(config, trace)
+
+    def configure(self, config, trace):
+        self.max_scripts = config.max_scripts
+        self.timeout = config.script_timeout
+        self.trace = trace
+
+    def submit(self, argv, env, key):
+        for job in self.running:
+            if job.key == key:
+                log("warning", "%s is still running; not starting it again" % " ".join(argv))
+                return
+        for queued in self.waiting:
+            if queued[2] == key:
+                return
+        self.waiting.append((argv, env, key))
+
+    def service(self, now):
+        """Reap finished scripts, enforce timeouts, start waiting ones.  Cheap when idle."""
+        if self.running:
+            self._reap(now)
+        while self.waiting and len(self.running) < self.max_scripts:
+            argv, env, key = self.waiting.pop(0)
+            self._start(argv, env, key, now)
+
+    def _start(self, argv, env, key, now):
+        text = " ".join(argv)
+        path = find_program(argv[0])
+        if path is None or not _is_file(path):
+            log("error", "cannot run %s: No such file or directory" % text)
+            return
+        if not _is_executable(path):
+            log("error", "cannot run %s: Permission denied (not executable)" % text)
+            return
+        try:
+            pid = self.runner.spawn(path, argv, env)
+        except OSError as err:
+            log("error", "cannot run %s: %s" % (text, os_error_text(err)))
+            return
+        if self.trace:
+            log("trace", "run %s" % text)
+        self.running.append(Job(pid, argv, key, now))
+
+    def _reap(self, now):
+        still = []
+        for job in self.running:
+            try:
+                status = self.runner.poll(job.pid)
+            except OSError:
+                status = 0     # already reaped elsewhere (ECHILD): nothing more to learn
+            if status is None:
+                self._enforce_timeout(job, now)
+                still.append(job)
+                continue
+            code = decode_wait_status(status)
+            text = " ".join(job.argv)
+            if code < 0:
+                log("warning", "%s -> signal %d" % (text, -code))
+            elif code:
+                log("warning", "%s -> %d" % (text, code))
+            elif self.trace:
+                log("trace", "%s -> 0" % text)
+        self.running = still
+
+    def _enforce_timeout(self, job, now):
+        if job.term_sent is None and now - job.started >= self.timeout:
+            log("warning", "%s still running after %ss: sending SIGTERM"
+                % (" ".join(job.argv), format_seconds(self.timeout)))
+            self.runner.signal_group(job.pid, SIGTERM)
+            job.term_sent = now
+        elif job.term_sent is not None and now - job.term_sent >= KILL_GRACE:
+            log("warning", "%s ignored SIGTERM: sending SIGKILL" % " ".join(job.argv))
+            self.runner.signal_group(job.pid, SIGKILL)
+            job.term_sent = now + 3600.0   # one SIGKILL is enough; do not repeat every tick
+
+    def next_deadline(self):
+        """When the earliest timeout falls due, so the loop can wake for it (None if none)."""
+        soonest = None
+        for job in self.running:
+            due = (job.started + self.timeout) if job.term_sent is None else \
+                (job.term_sent + KILL_GRACE)
+            if soonest is None or due < soonest:
+                soonest = due
+        return soonest
+
+    def stop_all(self, sleep):
+        """On shutdown: drop waiting scripts, SIGTERM running ones, SIGKILL what outlives
+        STOP_GRACE, and reap everything so no script survives tunmon."""
+        del self.waiting[:]
+        for job in self.running:
+            self.runner.signal_group(job.pid, SIGTERM)
+        deadline = monotonic() + STOP_GRACE
+        while self.running and monotonic() < deadline:
+            sleep(0.05)
+            self._reap_quietly()
+        for job in self.running:
+            self.runner.signal_group(job.pid, SIGKILL)
+        deadline = monotonic() + 1.0
+        while self.running and monotonic() < deadline:
+            sleep(0.02)
+            self._reap_quietly()
+
+    def _reap_quietly(self):
+        still = []
+        for job in self.running:
+            try:
+                if self.runner.poll(job.pid) is None:
+                    still.append(job)
+            except OSError:
+                pass
+        self.running = still
+
+
+# ---------------------------------------------------------------------------------------------
+# Signals: handlers only set flags; the loop acts on them between ticks.
+
+class Signals:
+    """Which signals arrived.  Installs handlers through `signal` (CPython) or libc via ffi.
+
+    CPython also gets a wakeup pipe so a signal ends the wait at once; elsewhere the wait is
+    cut into short slices, because MicroPython's sleep restarts after a signal.
+    """
+
+    SLICE = 0.2
+
+    def __init__(self, use_ffi=False):
+        self.flags = bytearray(32)
+        self.wakeup_fd = None
+        self.mechanism = "none"
+        self._keep = []
+        try:
+            if use_ffi:
+                raise ImportError
+            import signal
+            self._install_signal_module(signal)
+        except ImportError:
+            try:
+                import ffi
+                self._install_ffi(ffi)
+            except (ImportError, OSError, AttributeError):
+                pass
+
+    def _install_signal_module(self, signal):
+        flags = self.flags
+
+        def handler(signum, frame):
+            flags[signum] = 1
+
+        for signum in (SIGTERM, SIGINT, SIGHUP):
+            signal.signal(signum, handler)
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        os.set_blocking(read_fd, False)
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        self.wakeup_fd = read_fd
+        self._keep.append(write_fd)
+        self.mechanism = "signal"
+
+    def _install_ffi(self, ffi):
+        libc = open_libc(ffi)
+        install = libc.func("P", "signal", "iC")
+        flags = self.flags
+
+        def handler(signum):
+            flags[signum] = 1
+
+        callback = ffi.callback("v", handler, "i", lock=True)
+        self._keep.append(callback)   # libc holds a pointer to it: it must never be freed
+        for signum in (SIGTERM, SIGINT, SIGHUP):
+            install(signum, callback)
+        self.mechanism = "ffi"
+
+    def take(self, signum):
+        if self.flags[signum]:
+            self.flags[signum] = 0
+            return True
+        return False
+
+    def pending(self):
+        return self.flags[SIGTERM] or self.flags[SIGINT] or self.flags[SIGHUP]
+
+    def wait(self, seconds):
+        """Sleep up to `seconds`, returning early when a signal arrives."""
+        if seconds <= 0:
+            return
+        if self.wakeup_fd is not None:
+            import select
+            ready = select.select([self.wakeup_fd], [], [], seconds)[0]
+            if ready:
+                try:
+                    os.read(self.wakeup_fd, 64)
+                except OSError:
+                    pass
+            return
+        deadline = monotonic() + seconds
+        while not self.pending():
+            left = deadline - monotonic()
+            if left <= 0:
+                return
+            time.sleep(left if left < self.SLICE else self.SLICE)
+
+
+# ---------------------------------------------------------------------------------------------
+# pidfile
+
+class AlreadyRunning(Exception):
+    pass
+
+
+def read_pid(path):
+    try:
+        with open(path) as f:
+            text = f.read(32).strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else 0
+
+
+def is_tunmon(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return b"tunmon" in f.read(4096)
+    except OSError:
+        return False
+
+
+def acquire_pidfile(path, pid):
+    """Create the pidfile atomically; refuse if it names a live tunmon; replace a stale one."""
+    temp = "%s.%d.tmp" % (path, pid)
+    with open(temp, "w") as f:
+        f.write("%d\n" % pid)
+    try:
+        try:
+            os.link(temp, path)   # atomic and exclusive: fails if the pidfile exists
+            return
+        except AttributeError:
+            pass                  # MicroPython has no link: check, then rename
+        except OSError as err:
+            if err.args[0] != 17:  # EEXIST
+                raise
+        owner = read_pid(path)
+        if owner and owner != pid and is_tunmon(owner):
+            raise AlreadyRunning(owner)
+        os.rename(temp, path)
+        temp = None
+    finally:
+        if temp:
+            try:
+                os.remove(temp)
+            except OSError:
+                pass
+
+
+# ---------------------------------------------------------------------------------------------
+# The live daemon
+
+class Daemon:
+    def __init__(self, config, proc_path, trace, runner=None, signals=None):
+        self.config = config
+        self.proc_path = proc_path
+        self.trace = config.trace if trace is None else trace
+        self.trace_forced = trace
+        self.reader = CounterReader(proc_path, config.devices)
+        self.monitor = Monitor(config)
+        self.dispatcher = Dispatcher(config)
+        self.runner = runner or make_runner()
+        self.pool = ScriptPool(self.runner, config, self.trace)
+        self.signals = signals or Signals(os.getenv("TUNMON_RUNNER") == "ffi")
+        self.pid = getpid()
+        self.readable = True
+
+    def run(self):
+        config = self.config
+        if config.pidfile:
+            try:
+                acquire_pidfile(config.pidfile, self.pid)
+            except AlreadyRunning as running:
+                log("error", "already running (pid %d), pidfile %s" % (running.args[0],
+                                                                        config.pidfile))
+                return 1
+            except OSError as err:
+                log("error", "cannot write pidfile %s: %s" % (config.pidfile, os_error_text(err)))
+                return 1
+        log("info", "tunmon %s watching %s every %ss (%s runner, signals: %s)"
+            % (VERSION, ", ".join(config.devices), format_seconds(config.interval),
+               self.runner.name, self.signals.mechanism))
+        try:
+            self.loop()
+        finally:
+            self.pool.stop_all(time.sleep)
+            if isinstance(self.runner, SystemRunner):
+                try:
+                    os.rmdir(self.runner.state_dir)
+                except OSError:
+                    pass
+            if self.config.pidfile and read_pid(self.config.pidfile) == self.pid:
+                try:
+                    os.remove(self.config.pidfile)
+                except OSError:
+                    pass
+        log("info", "stopped")
+        return 0
+
+    def loop(self):
+        start = monotonic()
+        tick = 0
+        last_tick = 0
+        while True:
+            self.tick(tick - last_tick)
+            last_tick = tick
+            if not self.pidfile_still_ours():
+                log("info", "pidfile %s removed or taken over: stopping" % self.config.pidfile)
+                return
+            # Sleep until the next tick, waking for script timeouts and signals on the way.
+            deadline = start + (tick + 1) * self.config.interval
+            while True:
+                now = monotonic()
+                if self.signals.take(SIGTERM) or self.signals.take(SIGINT):
+                    log("info", "signal received: stopping")
+                    return
+                if self.signals.take(SIGHUP):
+                    old_interval = self.config.interval
+                    self.reload()
+                    if self.config.interval != old_interval:
+                        # Re-anchor the schedule: tick numbers count in the new interval.
+                        start = now - self.config.interval
+                        tick = last_tick = 0
+                        deadline = now
+                if now >= deadline:
+                    break
+                wake = deadline
+                due = self.pool.next_deadline()
+                if due is not None and due < wake:
+                    wake = due
+                self.signals.wait(wake - now)
+                self.pool.service(monotonic())
+            # Ticks missed while late still count as elapsed: no action is ever skipped.
+            tick = max(tick + 1, int((monotonic() - start) / self.config.interval + 1e-6))
+
+    def tick(self, elapsed):
+        readable = self.reader.read()
+        if readable != self.readable:
+            self.readable = readable
+            if readable:
+                log("info", "%s readable again" % self.proc_path)
+            else:
+                log("error", "cannot read %s: ticks are not judged until it is back"
+                    % self.proc_path)
+        now = monotonic()
+        if readable:
+            monitor = self.monitor
+            events = monitor.judge(elapsed, self.reader)
+            if self.trace:
+                self.trace_tick(elapsed)
+            for event in events:
+                for script, argv, env in self.dispatcher.commands(event, monitor):
+                    key = (tuple(argv[:len(script.argv)]) if script else "hotplug", event[2]
+                           if event[0] != EVENT_POST_RESTORE else "")
+                    self.pool.submit(argv, env, key)
+        self.pool.service(now)
+
+    def trace_tick(self, elapsed):
+        monitor = self.monitor
+        log("trace", "after %ss, bytes %d, packets %d"
+            % (format_seconds(elapsed * self.config.interval), monitor.rx_bytes_delta,
+               monitor.rx_packets_delta))
+        for dev, what in monitor.changes:
+            if what == "restored":
+                log("trace", "%s: traffic again after %ss: restored" % (dev.name, format_seconds(
+                    self._spell_seconds(dev))))
+            else:
+                log("trace", "%s: %s" % (dev.name, what))
+        for kind, step, device, silent_ticks in monitor.events:
+            if kind == EVENT_POST_RESTORE:
+                log("trace", "%s for %s" % (kind, " ".join(device)))
+            else:
+                log("trace", "%s %d for %s at %ss silence"
+                    % (kind, step, device, format_seconds(silent_ticks * self.config.interval)))
+
+    def _spell_seconds(self, dev):
+        for event in self.monitor.events:
+            if event[0] == EVENT_RESTORE and event[2] == dev.name:
+                return event[3] * self.config.interval
+        return 0
+
+    def pidfile_still_ours(self):
+        return not self.config.pidfile or read_pid(self.config.pidfile) == self.pid
+
+    def reload(self):
+        try:
+            config = tunmon_xml.load_config(self.config.filename)
+        except ConfigError as err:
+            log("error", "reload failed, keeping the old config: %s" % err)
+            return
+        for line, message in config.warnings:
+            log("warning", "%s:%d: %s" % (config.filename, line, message))
+        if config.pidfile != self.config.pidfile:
+            log("warning", "a new pidfile takes effect only after a restart")
+            config.pidfile = self.config.pidfile
+        self.monitor.reconfigure(config, self.config.interval)
+        self.config = config
+        self.trace = config.trace if self.trace_forced is None else self.trace_forced
+        self.reader = CounterReader(self.proc_path, config.devices)
+        self.dispatcher = Dispatcher(config)
+        self.pool.configure(config, self.trace)
+        log("info", "config reloaded: watching %s" % ", ".join(config.devices))
+
+
+# ---------------------------------------------------------------------------------------------
+# Replay: the same Monitor and Dispatcher, driven by recorded snapshots instead of a clock.
+
+class ReplaySource:
+    """Snapshots of /proc/net/dev concatenated in a file, each starting with `Inter-|`.
+
+    `#unreadable` stands for a tick whose read failed, `#tick N` numbers the next snapshot
+    (the ticks in between were skipped); other lines starting with '#' are comments.
+    Yields (tick, snapshot_bytes or None).
+    """
+
+    def __init__(self, path):
+        self.path = path
+
+    def snapshots(self):
+        tick = -1
+        pending = None          # bytearray of the snapshot being collected
+        next_tick = None
+        with open(self.path, "rb") as f:
+            for line in f:
+                if line.startswith(b"Inter-|"):
+                    if pending is not None:
+                        yield tick, pending
+                    tick = next_tick if next_tick is not None else tick + 1
+                    next_tick = None
+                    pending = bytearray(line)
+                elif line.startswith(b"#"):
+                    if pending is not None:
+                        yield tick, pending
+                        pending = None
+                    words = line[1:].split()
+                    if words[:1] == [b"unreadable"]:
+                        tick = next_tick if next_tick is not None else tick + 1
+                        next_tick = None
+                        yield tick, None
+                    elif words[:1] == [b"tick"] and len(words) == 2 and words[1].isdigit():
+                        next_tick = int(words[1])
+                elif pending is not None:
+                    pending.extend(line)
+        if pending is not None:
+            yield tick, pending
+
+
+def replay(config, trace_path, out):
+    reader = CounterReader(trace_path, config.devices)
+    monitor = Monitor(config)
+    dispatcher = Dispatcher(config)
+    last_tick = 0
+    for tick, snapshot in ReplaySource(trace_path).snapshots():
+        if tick < last_tick:
+            raise ConfigError("snapshot numbered %d comes after tick %d" % (tick, last_tick),
+                              trace_path)
+        elapsed = tick - last_tick
+        last_tick = tick
+        if snapshot is None:
+            continue
+        reader.parse(snapshot, len(snapshot))
+        when = format_seconds(tick * config.interval)
+        for event in monitor.judge(elapsed, reader):
+            for script, argv, env in dispatcher.commands(event, monitor):
+                out.write("t=%s %s %s\n" % (when, event[0], " ".join(argv)))
+
+
+# ---------------------------------------------------------------------------------------------
+# --check
+
+def check(config, out):
+    """Print the effective ladder; return the number of problems found with scripts."""
+    interval = config.interval
+    out.write("%s: valid\n" % config.filename)
+    out.write("interval %ss; watching %s\n" % (format_seconds(interval), ", ".join(config.devices)))
+    out.write("pidfile %s; script_timeout %ss; max_scripts %d; trace %s; hotplug %s\n"
+              % (config.pidfile or "(none)", format_seconds(config.script_timeout),
+                 config.max_scripts, "on" if config.trace else "off",
+                 "on" if config.hotplug else "off"))
+    for line, message in config.warnings:
+        log("warning", "%s:%d: %s" % (config.filename, line, message))
+    for script, seconds in config.raised:
+        log("warning", "%s:%d: %s %d: %ss is less than half the interval; raised to 1 tick (%ss)"
+            % (config.filename, script.line, script.event, script.step, format_seconds(seconds),
+               format_seconds(interval)))
+    for action in config.actions:
+        out.write("action %d at %ss silence (%s): %s\n"
+                  % (action.step, format_seconds(action.ticks * interval), plural(action.ticks),
+                     " ".join(action.argv)))
+    end = config.ladder_end()
+    for retry in config.retries:
+        out.write("retry %d every %ss (%s) after %ss, first at %ss: %s\n"
+                  % (retry.step, format_seconds(retry.ticks * interval), plural(retry.ticks),
+                     format_seconds(end * interval), format_seconds((end + retry.ticks) * interval),
+                     " ".join(retry.argv)))
+    for script in config.restores:
+        out.write("restore %d: %s\n" % (script.step, " ".join(script.argv)))
+    for script in config.post_restores:
+        out.write("post_restore_any %d: %s\n" % (script.step, " ".join(script.argv)))
+    if not config.actions and not config.retries:
+        log("warning", "%s: no actions or retries: tunmon will only watch" % config.filename)
+    problems = 0
+    for script in config.actions + config.retries + config.restores + config.post_restores:
+        where = "%s:%d" % (config.filename, script.line)
+        path = find_program(script.argv[0])
+        if path is None or not _is_file(path):
+            log("warning", "%s: %s does not exist" % (where, script.argv[0]))
+            problems += 1
+        elif not _is_executable(path):
+            log("warning", "%s: %s is not executable" % (where, path))
+            problems += 1
+    return problems
+
+
+def plural(ticks):
+    return "1 tick" if ticks == 1 else "%d ticks" % ticks
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+USAGE = """usage: tunmon [-c FILE] [--proc PATH] [--trace 0|1]
+       tunmon -c FILE --check
+       tunmon -c FILE --replay TRACE
+       tunmon --uci-to-xml [FILE|-] [--output PATH]
+       tunmon --version | --help
+
+Watch the RX counters of network interfaces and run escalating scripts when one stays silent.
+
+  -c, --config FILE   XML config (default %s)
+  --proc PATH         read counters from PATH instead of %s
+  --trace 0|1         log every tick's traffic, state changes and script runs
+  --check             validate the config, show the ladder; exit 0 if valid, 2 if not
+  --replay TRACE      print what the ladder would have run on recorded /proc/net/dev snapshots
+  --uci-to-xml        translate UCI (/etc/config/tunmon or `uci export tunmon`) to the XML config
+  --version           print the version
+
+Exit codes: 0 clean stop, 1 runtime failure, 2 usage or config error.
+""" % (DEFAULT_CONFIG, DEFAULT_PROC)
+
+
+class UsageError(Exception):
+    pass
+
+
+OPTIONS_WITH_VALUE = ("-c", "--config", "--proc", "--trace", "--replay")
+
+
+def parse_args(argv):
+    options = {"config": DEFAULT_CONFIG, "proc": DEFAULT_PROC, "trace": None, "mode": "run",
+               "replay": None}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--") and "=" in arg:
+            arg, value = arg.split("=", 1)
+        elif arg in OPTIONS_WITH_VALUE:
+            i += 1
+            if i >= len(argv):
+                raise UsageError("%s needs a value" % arg)
+            value = argv[i]
+        else:
+            value = None
+        if value is not None and arg not in OPTIONS_WITH_VALUE:
+            raise UsageError("%s takes no value" % arg)
+
+        if arg in ("-c", "--config"):
+            options["config"] = value
+        elif arg == "--proc":
+            options["proc"] = value
+        elif arg == "--trace":
+            word = value
+            if word not in ("0", "1"):
+                raise UsageError("--trace takes 0 or 1")
+            options["trace"] = word == "1"
+        elif arg == "--check":
+            options["mode"] = "check"
+        elif arg == "--replay":
+            options["mode"] = "replay"
+            options["replay"] = value
+        elif arg in ("-h", "--help"):
+            options["mode"] = "help"
+        elif arg in ("-V", "--version"):
+            options["mode"] = "version"
+        else:
+            raise UsageError("unknown argument %s" % arg)
+        i += 1
+    return options
+
+
+def main(argv):
+    if argv[:1] == ["--uci-to-xml"]:
+        return uci_to_xml(argv[1:])
+    try:
+        options = parse_args(argv)
+    except UsageError as err:
+        log("error", "%s (see --help)" % err)
+        return 2
+    mode = options["mode"]
+    if mode == "help":
+        sys.stdout.write(USAGE)
+        return 0
+    if mode == "version":
+        sys.stdout.write("tunmon %s\n" % VERSION)
+        return 0
+    try:
+        config = tunmon_xml.load_config(options["config"])
+        if mode == "check":
+            check(config, sys.stdout)
+            return 0
+        for line, message in config.warnings:
+            log("warning", "%s:%d: %s" % (config.filename, line, message))
+        if mode == "replay":
+            replay(config, options["replay"], sys.stdout)
+            return 0
+    except ConfigError as err:
+        log("error", str(err))
+        return 2
+    except OSError as err:
+        log("error", "%s: %s" % (options["replay"], os_error_text(err)))
+        return 2
+    try:
+        daemon = Daemon(config, options["proc"], options["trace"])
+    except OSError as err:
+        log("error", "cannot start: %s" % os_error_text(err))
+        return 1
+    return daemon.run()
+
+
+def uci_to_xml(argv):
+    here = tunmon_xml.__file__.rsplit("/", 1)[0] if "/" in tunmon_xml.__file__ else "."
+    for folder in (here, here + "/uci"):
+        if folder not in sys.path:
+            sys.path.append(folder)
+    import tunmon_uci
+    return tunmon_uci.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
