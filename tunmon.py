@@ -238,14 +238,24 @@ class Monitor:
             for i, dev in enumerate(self.devices):
                 self._take(dev, counters.rx_bytes[i], counters.rx_packets[i])
             return events
+
+    def _take(self, dev, rx_bytes, rx_packets):
+        """The baseline reading; like the original's first read, it counts as the totals."""
+        dev.present = rx_bytes >= 0
+        if dev.present:
+            dev.rx_bytes = rx_bytes
+            dev.rx_packets = rx_packets
+            self.rx_bytes_delta += rx_bytes
+            self.rx_packets_delta += rx_packets
         restored = None
+        longest = 0
         for i, dev in enumerate(self.devices):
             if self._traffic(dev, counters.rx_bytes[i], counters.rx_packets[i]):
                 if dev.down:
                     events.append((EVENT_RESTORE, 0, dev.name, dev.age))
                     restored = restored or []
-                    restored.append(dev)
-                    self.changes.append((dev, "restored"))
+                    restored.append(dev.name)
+                    longest = max(longest, dev.age)
                 elif dev.age:
                     self.changes.append((dev, "traffic"))
                 dev.age = 0
@@ -257,15 +267,8 @@ class Monitor:
                     self.changes.append((dev, "silent" if dev.present else "absent"))
                 self._ladder(dev, before)
         if restored:
-            events.append((EVENT_POST_RESTORE, 0, [dev.name for dev in restored],
-                           max(dev.age for dev in restored)))
+            events.append((EVENT_POST_RESTORE, 0, restored, longest))
         return events
-
-    def _take(self, dev, rx_bytes, rx_packets):
-        dev.present = rx_bytes >= 0
-        if dev.present:
-            dev.rx_bytes = rx_bytes
-            dev.rx_packets = rx_packets
 
     def _traffic(self, dev, rx_bytes, rx_packets):
         """Did the device receive since the last reading?  Also moves its baseline."""
@@ -425,7 +428,8 @@ class FfiRunner:
     def spawn(self, path, argv, env):
         # Everything the child touches is built before fork: the child only makes libc calls.
         words = [word.encode() + b"\0" for word in argv]
-        pointers = self.array("P", [self.addressof(word) for word in words] + [0])
+        # 'L' (unsigned long) is pointer-sized on every Linux ABI, and both interpreters have it.
+        pointers = self.array("L", [self.addressof(word) for word in words] + [0])
         pid = self.fork()
         if pid < 0:
             raise OSError(EAGAIN_CODE)
@@ -969,23 +973,16 @@ class Daemon:
             % (format_seconds(elapsed * self.config.interval), monitor.rx_bytes_delta,
                monitor.rx_packets_delta))
         for dev, what in monitor.changes:
-            if what == "restored":
-                log("trace", "%s: traffic again after %ss: restored" % (dev.name, format_seconds(
-                    self._spell_seconds(dev))))
-            else:
-                log("trace", "%s: %s" % (dev.name, what))
+            log("trace", "%s: %s" % (dev.name, what))
         for kind, step, device, silent_ticks in monitor.events:
             if kind == EVENT_POST_RESTORE:
                 log("trace", "%s for %s" % (kind, " ".join(device)))
+            elif kind == EVENT_RESTORE:
+                log("trace", "restore for %s after %ss silence"
+                    % (device, format_seconds(silent_ticks * self.config.interval)))
             else:
                 log("trace", "%s %d for %s at %ss silence"
                     % (kind, step, device, format_seconds(silent_ticks * self.config.interval)))
-
-    def _spell_seconds(self, dev):
-        for event in self.monitor.events:
-            if event[0] == EVENT_RESTORE and event[2] == dev.name:
-                return event[3] * self.config.interval
-        return 0
 
     def pidfile_still_ours(self):
         return not self.config.pidfile or read_pid(self.config.pidfile) == self.pid

