@@ -238,15 +238,6 @@ class Monitor:
             for i, dev in enumerate(self.devices):
                 self._take(dev, counters.rx_bytes[i], counters.rx_packets[i])
             return events
-
-    def _take(self, dev, rx_bytes, rx_packets):
-        """The baseline reading; like the original's first read, it counts as the totals."""
-        dev.present = rx_bytes >= 0
-        if dev.present:
-            dev.rx_bytes = rx_bytes
-            dev.rx_packets = rx_packets
-            self.rx_bytes_delta += rx_bytes
-            self.rx_packets_delta += rx_packets
         restored = None
         longest = 0
         for i, dev in enumerate(self.devices):
@@ -269,6 +260,15 @@ class Monitor:
         if restored:
             events.append((EVENT_POST_RESTORE, 0, restored, longest))
         return events
+
+    def _take(self, dev, rx_bytes, rx_packets):
+        """The baseline reading; like the original's first read, it counts as the totals."""
+        dev.present = rx_bytes >= 0
+        if dev.present:
+            dev.rx_bytes = rx_bytes
+            dev.rx_packets = rx_packets
+            self.rx_bytes_delta += rx_bytes
+            self.rx_packets_delta += rx_packets
 
     def _traffic(self, dev, rx_bytes, rx_packets):
         """Did the device receive since the last reading?  Also moves its baseline."""
