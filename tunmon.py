@@ -24,6 +24,8 @@ import tunmon_xml
 from tunmon_xml import (ConfigError, EVENT_ACTION, EVENT_POST_RESTORE, EVENT_RESTORE,
                         EVENT_RETRY, format_seconds, os_error_text)
 
+EVENT_PROBE = "probe"
+
 try:
     import errno
 except ImportError:  # pragma: no cover - every known port has it
@@ -32,6 +34,7 @@ except ImportError:  # pragma: no cover - every known port has it
 VERSION = "1.0.0"
 DEFAULT_CONFIG = "/etc/tunmon.xml"
 DEFAULT_PROC = "/proc/net/dev"
+DEFAULT_SYS = "/sys/class/net"
 HOTPLUG_CALL = "/sbin/hotplug-call"
 KILL_GRACE = 5.0        # seconds between SIGTERM and SIGKILL for a script
 STOP_GRACE = 5.0        # seconds tunmon waits for scripts on shutdown before SIGKILL
@@ -66,8 +69,26 @@ except AttributeError:
 # ---------------------------------------------------------------------------------------------
 # Counters
 
-class CounterReader:
-    """RX bytes and packets of the watched devices, from a /proc/net/dev style file.
+LINK_UP = "up"
+LINK_DOWN = "down"
+LINK_UNKNOWN = "unknown"
+LINK_ABSENT = "absent"
+
+class Counters:
+    """Per-device readings of one tick, in config device order; -1 means absent."""
+
+    def __init__(self, devices):
+        count = len(devices)
+        self.rx_bytes = [-1] * count
+        self.rx_packets = [-1] * count
+        self.tx_bytes = [-1] * count
+        self.tx_packets = [-1] * count
+        # Filled in by the LinkReader and the Prober when they are in use.
+        self.link = [LINK_UNKNOWN] * count
+        self.replied = bytearray(count)
+
+class CounterReader(Counters):
+    """Counters of the watched devices from a /proc/net/dev style file.
 
     The file is read into one preallocated buffer (grown only when a file does not fit) and
     parsed in place: no per-line strings.  Lines are found by searching for `name:`, which is
@@ -76,16 +97,15 @@ class CounterReader:
     in the order they were last found, so all searches together scan the buffer about once.
     """
 
+    source = "proc"
+
     def __init__(self, path, devices):
+        Counters.__init__(self, devices)
         self.path = path
         self.buf = bytearray(4096)
-        self.length = 0
         self.patterns = [name.encode() + b":" for name in devices]
-        count = len(devices)
-        self.rx_bytes = [-1] * count     # -1: absent (or its line is malformed) this tick
-        self.rx_packets = [-1] * count
-        self.found_at = [0] * count
-        self.scan_order = list(range(count))
+        self.found_at = [0] * len(devices)
+        self.scan_order = list(range(len(devices)))
 
     def read(self):
         """Read the file; returns False (and keeps the old buffer) if it cannot be read."""
@@ -122,8 +142,7 @@ class CounterReader:
                 at = _find_name(buf, pattern, 0, pos)
                 out_of_order = at >= 0
             if at < 0:
-                self.rx_bytes[i] = -1
-                self.rx_packets[i] = -1
+                self.absent(i)
                 continue
             self.found_at[i] = at
             line_end = buf.find(b"\n", at, end)
@@ -135,13 +154,16 @@ class CounterReader:
             self.scan_order.sort(key=lambda i: self.found_at[i])
 
     def parse_counters(self, i, buf, pos, end):
-        rx_bytes = _number(buf, pos, end)
-        rx_packets = _number(buf, _number_end, end) if rx_bytes >= 0 else -1
-        if rx_packets < 0:
-            rx_bytes = -1
-        self.rx_bytes[i] = rx_bytes
-        self.rx_packets[i] = rx_packets
-
+        """The 1st, 2nd, 9th and 10th numbers of a line: RX bytes, packets, TX bytes, packets."""
+        self.rx_bytes[i] = _number(buf, pos, end)
+        self.rx_packets[i] = _number(buf, _number_end, end)
+        for _ in range(6):
+            if _number(buf, _number_end, end) < 0:
+                break
+        self.tx_bytes[i] = _number(buf, _number_end, end)
+        self.tx_packets[i] = _number(buf, _number_end, end)
+        if self.tx_packets[i] < 0 or self.rx_packets[i] < 0 or self.rx_bytes[i] < 0:
+            self.absent(i)     # a malformed line tells nothing: treat it as a missing device
 
 def _find_name(buf, pattern, start, end):
     while True:
@@ -174,8 +196,87 @@ def _number(buf, pos, end):
     return value
 
 
+class SysfsCounterReader(Counters):
+    """Counters from /sys/class/net/<dev>/statistics/: a few µs per watched device, where
+    /proc/net/dev costs the kernel time for every interface on the system."""
+
+    source = "sysfs"
+    FIELDS = ("rx_bytes", "rx_packets", "tx_bytes", "tx_packets")
+
+    def __init__(self, root, devices):
+        Counters.__init__(self, devices)
+        self.paths = [["%s/%s/statistics/%s" % (root, name, field) for field in self.FIELDS]
+                      for name in devices]
+        self.buf = bytearray(32)
+
+    def read(self):
+        buf = self.buf
+        columns = (self.rx_bytes, self.rx_packets, self.tx_bytes, self.tx_packets)
+        for i, paths in enumerate(self.paths):
+            for column, path in zip(columns, paths):
+                length = read_small(path, buf)
+                column[i] = _number(buf, 0, length) if length > 0 else -1
+                if column[i] < 0:
+                    self.absent(i)
+                    break
+        return True
+
+
+def read_small(path, buf):
+    """Read a small sysfs file into `buf`; its length, or -1 if it cannot be read."""
+    try:
+        with open(path, "rb", buffering=0) as f:
+            length = f.readinto(buf)
+    except OSError:
+        return -1
+    # sysfs values end with a newline; _number stops at it, so drop it from the length.
+    if length and buf[length - 1] == 10:
+        length -= 1
+    return length or 0
+
+
+# operstate words by (first letter, length), which tells them apart without making a string.
+OPERSTATE_LINK = {(ord("u"), 2): LINK_UP, (ord("d"), 4): LINK_DOWN,
+                  (ord("l"), 14): LINK_DOWN, (ord("n"), 10): LINK_DOWN,
+                  (ord("d"), 7): LINK_DOWN}     # up, down, lowerlayerdown, notpresent, dormant
+
+
+class LinkReader:
+    """Link state of the watched devices from /sys/class/net/<dev>/operstate and carrier.
+
+    Tunnels report operstate "unknown"; for them the carrier decides.
+    """
+
+    def __init__(self, root, devices):
+        self.operstate = ["%s/%s/operstate" % (root, name) for name in devices]
+        self.carrier = ["%s/%s/carrier" % (root, name) for name in devices]
+        self.buf = bytearray(32)
+
+    def read_into(self, links):
+        buf = self.buf
+        for i, path in enumerate(self.operstate):
+            length = read_small(path, buf)
+            if length < 0:
+                links[i] = LINK_ABSENT
+                continue
+            link = OPERSTATE_LINK.get((buf[0], length)) if length else None
+            if link is None:
+                length = read_small(self.carrier[i], buf)
+                link = LINK_UNKNOWN if length != 1 else (LINK_UP if buf[0] == 49 else LINK_DOWN)
+            links[i] = link
+
+
 # ---------------------------------------------------------------------------------------------
 # Decisions
+
+# Device states, as trace and status show them.
+STATE_UP = "up"
+STATE_SILENT = "silent"
+STATE_DOWN = "down"
+STATE_HELD = "held"
+STATE_ABSENT = "absent"
+STATE_LINK_DOWN = "link down"
+
 
 class DeviceState:
     """What the rules remember about one watched device between ticks."""
@@ -185,33 +286,80 @@ class DeviceState:
         self.rx_bytes = -1      # counters at the last reading where it was present
         self.rx_packets = -1
         self.present = False
+        self.link = LINK_UNKNOWN
         self.age = 0            # ticks since traffic was last seen
         self.down = False       # an action or retry fired in the current silent spell
+        self.held = False       # its underlay is down: its ladder waits
+        self.state = STATE_UP
+        self.state_since = 0    # Monitor.ticks when `state` began
+        self.actions = 0        # events fired for it since start, for status
+        self.retries = 0
+        self.restores = 0
+        self.probes = 0
+        self.last_event = None  # (event, Monitor.ticks)
+
+    def setup(self, config):
+        """Take this device's settings and ladder from a (new) config."""
+        settings = config.device[self.name]
+        self.target = settings.target
+        self.probe = settings.probe
+        self.min_rx_bytes = settings.min_rx_bytes
+        self.link_down_is_silence = config.link_down_is_silence \
+            if settings.link_down_is_silence is None else settings.link_down_is_silence
+        self.action_ticks = [(a.ticks, a.step) for a in config.actions if a.applies_to(self.name)]
+        self.retry_periods = [(r.ticks, r.step) for r in config.retries if r.applies_to(self.name)]
+        self.ladder_end = config.ladder_end(self.name)
+        self.underlay = None
+
+    def is_down_for_dependents(self):
+        return self.down or not self.present or self.link == LINK_DOWN
+
+    def current_state(self):
+        if not self.present:
+            return STATE_ABSENT
+        if self.link == LINK_DOWN:
+            return STATE_LINK_DOWN
+        if self.held:
+            return STATE_HELD
+        if self.down:
+            return STATE_DOWN
+        return STATE_SILENT if self.age else STATE_UP
 
 
 class Monitor:
     """The event rules, once.  Feed it readings tick by tick; it says which events fire.
 
     `judge(elapsed, counters)` takes the number of ticks since the previous reading (more
-    than 1 when ticks were skipped or unreadable) and anything with per-device `rx_bytes` and
-    `rx_packets` lists in config device order (-1 = absent).  It returns a list of events
+    than 1 when ticks were skipped or unreadable) and the counters: per-device lists in config
+    device order, `rx_bytes` and `rx_packets` (-1 = absent), `link` (LINK_*) and `replied`
+    (1 if the built-in probe got an answer).  It returns the events that fire, each
     `(event, step, device, silent_ticks)`; for post_restore_any, `device` is the list of the
-    restored devices' names.  No clock, no I/O: time is whatever the caller says it is.
+    restored devices' names.  No clock, no I/O: time is whatever the caller says it is, which
+    is how --replay and the tests drive the very code the daemon runs.
     """
 
     def __init__(self, config):
         self.devices = [DeviceState(name) for name in config.devices]
         self.configure(config)
         self.baseline_taken = False
+        self.ticks = 0          # ticks judged or skipped since start: the status clock
         self.events = []
-        self.changes = []       # (device, what) state changes of the last judge(), for tracing
+        self.changes = []       # (device, new state) of the last judge(), for trace
         self.rx_bytes_delta = 0
         self.rx_packets_delta = 0
 
     def configure(self, config):
-        self.action_ticks = [action.ticks for action in config.actions]
-        self.retry_periods = [retry.ticks for retry in config.retries]
-        self.ladder_end = config.ladder_end()
+        by_name = {}
+        for dev in self.devices:
+            dev.setup(config)
+            by_name[dev.name] = dev
+        for dev in self.devices:
+            underlay = config.device[dev.name].depends
+            dev.underlay = by_name[underlay] if underlay else None
+        # Underlays are judged before the devices riding on them, so a tunnel sees its
+        # uplink's state of this very tick.
+        self.judge_order = sorted(range(len(self.devices)),
+                                  key=lambda i: _depth(self.devices[i]))
 
     def reconfigure(self, config, old_interval):
         """A new config (SIGHUP): devices that stay keep their state, new ones start at age 0.
@@ -233,33 +381,62 @@ class Monitor:
         del self.changes[:]
         self.rx_bytes_delta = 0
         self.rx_packets_delta = 0
+        self.ticks += elapsed
+        devices = self.devices
         if not self.baseline_taken:
             self.baseline_taken = True
-            for i, dev in enumerate(self.devices):
+            for i, dev in enumerate(devices):
                 self._take(dev, counters.rx_bytes[i], counters.rx_packets[i])
+                dev.link = counters.link[i]
+                self._note_state(dev)
             return events
         restored = None
         longest = 0
-        for i, dev in enumerate(self.devices):
-            if self._traffic(dev, counters.rx_bytes[i], counters.rx_packets[i]):
+        for i in self.judge_order:
+            dev = devices[i]
+            heard = self._traffic(dev, counters.rx_bytes[i], counters.rx_packets[i])
+            dev.link = counters.link[i]
+            if dev.link == LINK_DOWN and dev.link_down_is_silence:
+                heard = False
+            if dev.link == LINK_ABSENT and dev.present:
+                dev.link = LINK_UNKNOWN   # counted, but not in sysfs: a fake or foreign source
+            if counters.replied[i]:
+                heard = True     # an answer to our own probe is traffic, whatever its size
+            was_held = dev.held
+            dev.held = dev.underlay is not None and dev.underlay.is_down_for_dependents()
+            if heard:
                 if dev.down:
                     events.append((EVENT_RESTORE, 0, dev.name, dev.age))
+                    dev.restores += 1
+                    dev.last_event = (EVENT_RESTORE, self.ticks)
                     restored = restored or []
                     restored.append(dev.name)
                     longest = max(longest, dev.age)
-                elif dev.age:
-                    self.changes.append((dev, "traffic"))
                 dev.age = 0
                 dev.down = False
+            elif was_held and not dev.held:
+                dev.age = 0      # the underlay is back: a full ladder against a working uplink
             else:
                 before = dev.age
                 dev.age = before + elapsed
-                if before == 0:
-                    self.changes.append((dev, "silent" if dev.present else "absent"))
-                self._ladder(dev, before)
+                if not dev.held:
+                    self._ladder(dev, before)
+                    if dev.probe:
+                        events.append((EVENT_PROBE, 0, dev.name, dev.age))
+                        dev.probes += 1
+            self._note_state(dev)
         if restored:
+            # Names in config order, whatever order the devices were judged in.
+            restored = [dev.name for dev in devices if dev.name in restored]
             events.append((EVENT_POST_RESTORE, 0, restored, longest))
         return events
+
+    def _note_state(self, dev):
+        state = dev.current_state()
+        if state != dev.state:
+            dev.state = state
+            dev.state_since = self.ticks
+            self.changes.append((dev, state))
 
     def _take(self, dev, rx_bytes, rx_packets):
         """The baseline reading; like the original's first read, it counts as the totals."""
@@ -271,7 +448,7 @@ class Monitor:
             self.rx_packets_delta += rx_packets
 
     def _traffic(self, dev, rx_bytes, rx_packets):
-        """Did the device receive since the last reading?  Also moves its baseline."""
+        """Did the device receive (more than its noise threshold)?  Also moves its baseline."""
         if rx_bytes < 0:
             dev.present = False
             return False
@@ -285,38 +462,49 @@ class Monitor:
             # baseline, and they only show traffic if packets arrived since the reset.
             self.rx_bytes_delta += rx_bytes
             self.rx_packets_delta += rx_packets
-            return rx_packets > 0
-        self.rx_bytes_delta += rx_bytes - old_bytes
+            return rx_packets > 0 and rx_bytes > dev.min_rx_bytes
+        gained = rx_bytes - old_bytes
+        self.rx_bytes_delta += gained
         self.rx_packets_delta += rx_packets - old_packets
-        return rx_bytes > old_bytes or rx_packets > old_packets
+        if dev.min_rx_bytes:
+            return gained > dev.min_rx_bytes
+        return gained > 0 or rx_packets > old_packets
 
     def _ladder(self, dev, before):
         """Fire what the silence crossed between age `before` and the current age."""
         age = dev.age
-        was_down = dev.down
-        step = 0
-        for ticks in self.action_ticks:
-            step += 1
+        for ticks, step in dev.action_ticks:
             if before < ticks <= age:
                 self.events.append((EVENT_ACTION, step, dev.name, age))
                 dev.down = True
-        end = self.ladder_end
-        if age > end:
-            step = 0
-            for period in self.retry_periods:
-                step += 1
-                done_before = (before - end) // period if before > end else 0
-                if (age - end) // period > done_before:
-                    self.events.append((EVENT_RETRY, step, dev.name, age))
-                    dev.down = True
-        if dev.down and not was_down:
-            self.changes.append((dev, "down"))
+                dev.actions += 1
+                dev.last_event = (EVENT_ACTION, self.ticks)
+        end = dev.ladder_end
+        if age <= end:
+            return
+        for period, step in dev.retry_periods:
+            done_before = (before - end) // period if before > end else 0
+            if (age - end) // period > done_before:
+                self.events.append((EVENT_RETRY, step, dev.name, age))
+                dev.down = True
+                dev.retries += 1
+                dev.last_event = (EVENT_RETRY, self.ticks)
+
+
+def _depth(dev):
+    depth = 0
+    underlay = dev.underlay
+    while underlay is not None:
+        depth += 1
+        underlay = underlay.underlay
+    return depth
 
 
 class Dispatcher:
     """Turns Monitor events into the commands to run: argv and environment.
 
-    One place for how events map to scripts, shared by the live loop and --replay.
+    One place for how events map to scripts, shared by the live loop and --replay.  Probe
+    events start no script: the daemon sends the probe itself.
     """
 
     def __init__(self, config):
@@ -327,23 +515,33 @@ class Dispatcher:
     def commands(self, event, monitor):
         """[(script_or_None, argv, env)] for one event; None marks the hotplug call."""
         kind, step, device, silent_ticks = event
+        if kind == EVENT_PROBE:
+            return []
         interval = self.config.interval
         silent = format_seconds(silent_ticks * interval)
-        if kind == EVENT_POST_RESTORE:
-            args = list(device)
-            device_text = " ".join(device)
-        else:
-            args = [device, silent]
-            device_text = device
         if kind in (EVENT_ACTION, EVENT_RETRY):
-            chosen = [(step, self.scripts[kind][step - 1])]
+            chosen = [(step, self.scripts[kind][step - 1], [device, silent])]
+        elif kind == EVENT_RESTORE:
+            chosen = [(script.step, script, [device, silent]) for script in self.scripts[kind]
+                      if script.applies_to(device)]
         else:
-            chosen = [(i + 1, script) for i, script in enumerate(self.scripts[kind])]
+            chosen = []
+            for script in self.scripts[kind]:
+                names = [name for name in device if script.applies_to(name)]
+                if names:
+                    chosen.append((script.step, script, names))
         base_env = {}
+        state = None
         for dev in monitor.devices:
             base_env["TUN_DOWN_" + env_name(dev.name)] = format_seconds(dev.age * interval)
+            if dev.name == device:
+                state = dev
+        device_text = device if state else " ".join(device)
+        if state:
+            base_env["TUNMON_TARGET"] = state.target or ""
+            base_env["TUNMON_LINK"] = state.link if state.present else LINK_ABSENT
         out = []
-        for script_step, script in chosen:
+        for script_step, script, args in chosen:
             env = dict(base_env)
             env["TUNMON_EVENT"] = kind
             env["TUNMON_DEVICE"] = device_text
@@ -809,6 +1007,109 @@ class Signals:
 
 
 # ---------------------------------------------------------------------------------------------
+# The built-in probe
+
+class Prober:
+    """One ICMP or ICMPv6 echo request per silent tick, sent by tunmon itself through the
+    device (a raw socket bound to it): no fork, no ping binary.  The answer shows up as RX
+    traffic; collect() also notes it per device, so an answer counts even below min_rx_bytes.
+    Failures (no permission, no route) are logged once per device until a send succeeds.
+    """
+
+    def __init__(self, devices):
+        self.names = [dev.name for dev in devices]
+        self.sockets = {}         # device index -> (socket, is_ipv6)
+        self.failing = {}         # device index -> True while its failure is logged
+        self.ident = getpid() & 0xFFFF
+        self.sequence = 0
+        self.packet = bytearray(b"\x08\x00\x00\x00\x00\x00\x00\x00tunmon probe")
+        self.reply = bytearray(256)
+
+    def send(self, i, target):
+        try:
+            sock, ipv6, address = self._socket(i, target)
+            packet = self.packet
+            self.sequence = (self.sequence + 1) & 0xFFFF
+            packet[0] = 128 if ipv6 else 8            # echo request
+            packet[2] = packet[3] = 0
+            packet[4], packet[5] = self.ident >> 8, self.ident & 0xFF
+            packet[6], packet[7] = self.sequence >> 8, self.sequence & 0xFF
+            if not ipv6:                              # the kernel sums ICMPv6 itself
+                checksum = icmp_checksum(packet)
+                packet[2], packet[3] = checksum >> 8, checksum & 0xFF
+            sock.sendto(packet, address)
+        except OSError as err:
+            self._close(i)
+            if not self.failing.get(i):
+                self.failing[i] = True
+                log("warning", "probe to %s through %s failed: %s"
+                    % (target, self.names[i], os_error_text(err)))
+            return False
+        if self.failing.pop(i, None):
+            log("info", "probe through %s works again" % self.names[i])
+        return True
+
+    def _socket(self, i, target):
+        if i not in self.sockets:
+            import socket
+            info = socket.getaddrinfo(target, 0)[0]
+            ipv6 = info[0] == socket.AF_INET6
+            sock = socket.socket(info[0], socket.SOCK_RAW, 58 if ipv6 else 1)
+            sock.setblocking(False)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, 25, self.names[i].encode())  # BINDTODEVICE
+            except OSError:
+                sock.close()
+                raise
+            self.sockets[i] = (sock, ipv6, info[-1])
+        return self.sockets[i]
+
+    def collect(self, replied):
+        """Note, per device, whether an echo reply to one of our probes arrived."""
+        for i in self.sockets:
+            sock, ipv6, address = self.sockets[i]
+            while True:
+                try:
+                    length = sock.recv_into(self.reply) if hasattr(sock, "recv_into") \
+                        else self._recv_copy(sock)
+                except OSError:
+                    break
+                if not length:
+                    break
+                # IPv4 raw sockets deliver the IP header too; its length is in the first byte.
+                start = 0 if ipv6 else (self.reply[0] & 0x0F) * 4
+                if length >= start + 8 and self.reply[start] == (129 if ipv6 else 0) and \
+                        self.reply[start + 4] == self.ident >> 8 and \
+                        self.reply[start + 5] == self.ident & 0xFF:
+                    replied[i] = 1
+
+    def _recv_copy(self, sock):
+        data = sock.recv(len(self.reply))
+        self.reply[:len(data)] = data
+        return len(data)
+
+    def _close(self, i):
+        entry = self.sockets.pop(i, None)
+        if entry:
+            entry[0].close()
+
+    def close(self):
+        for i in list(self.sockets):
+            self._close(i)
+
+
+def icmp_checksum(packet):
+    total = 0
+    for i in range(0, len(packet) - 1, 2):
+        total += (packet[i] << 8) | packet[i + 1]
+    if len(packet) & 1:
+        total += packet[-1] << 8
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+# ---------------------------------------------------------------------------------------------
 # pidfile
 
 class AlreadyRunning(Exception):
@@ -862,20 +1163,58 @@ def acquire_pidfile(path, pid):
 # ---------------------------------------------------------------------------------------------
 # The live daemon
 
+def choose_counter_source(config, proc_path, sys_root):
+    """The counter reader for `config.counter_source`.
+
+    `auto` weighs the kernel's cost of each: /proc/net/dev formats every interface on the
+    system (about 1.25 us each, plus 16 us per read), sysfs costs about 7 us per file and
+    tunmon reads four per watched device.  A --proc file other than the default is a test
+    or a demo feeding fake counters, so auto keeps to it.
+    """
+    source = config.counter_source
+    if source == "auto":
+        source = "proc"
+        if proc_path == DEFAULT_PROC:
+            try:
+                present = len(os.listdir(sys_root))
+            except OSError:
+                present = 0
+            if 4 * 7 * len(config.devices) < 16 + 1.25 * present:
+                source = "sysfs"
+    if source == "sysfs":
+        return SysfsCounterReader(sys_root, config.devices)
+    return CounterReader(proc_path, config.devices)
+
+
 class Daemon:
-    def __init__(self, config, proc_path, trace, runner=None, signals=None):
-        self.config = config
+    """The live loop: reads on a monotonic schedule, judges, starts scripts, obeys signals."""
+
+    def __init__(self, config, proc_path, trace, sys_root=DEFAULT_SYS, runner=None,
+                 signals=None):
         self.proc_path = proc_path
-        self.trace = config.trace if trace is None else trace
+        self.sys_root = sys_root
         self.trace_forced = trace
-        self.reader = CounterReader(proc_path, config.devices)
         self.monitor = Monitor(config)
-        self.dispatcher = Dispatcher(config)
         self.runner = runner or make_runner()
-        self.pool = ScriptPool(self.runner, config, self.trace)
+        self.pool = ScriptPool(self.runner, config, False)
         self.signals = signals or Signals(os.getenv("TUNMON_RUNNER") == "ffi")
         self.pid = getpid()
         self.readable = True
+        self.prober = None
+        self.apply(config)
+
+    def apply(self, config):
+        """Build what depends on the config (at start and on every reload)."""
+        self.config = config
+        self.trace = config.trace if self.trace_forced is None else self.trace_forced
+        self.reader = choose_counter_source(config, self.proc_path, self.sys_root)
+        self.links = LinkReader(self.sys_root, config.devices)
+        self.dispatcher = Dispatcher(config)
+        self.pool.configure(config, self.trace)
+        if self.prober:
+            self.prober.close()
+        self.prober = Prober(self.monitor.devices) if any(
+            config.device[name].probe for name in config.devices) else None
 
     def run(self):
         config = self.config
@@ -889,13 +1228,15 @@ class Daemon:
             except OSError as err:
                 log("error", "cannot write pidfile %s: %s" % (config.pidfile, os_error_text(err)))
                 return 1
-        log("info", "tunmon %s watching %s every %ss (%s runner, signals: %s)"
+        log("info", "tunmon %s watching %s every %ss (counters from %s, %s runner, signals: %s)"
             % (VERSION, ", ".join(config.devices), format_seconds(config.interval),
-               self.runner.name, self.signals.mechanism))
+               self.reader.source, self.runner.name, self.signals.mechanism))
         try:
             self.loop()
         finally:
             self.pool.stop_all(time.sleep)
+            if self.prober:
+                self.prober.close()
             if isinstance(self.runner, SystemRunner):
                 try:
                     os.rmdir(self.runner.state_dir)
@@ -946,43 +1287,51 @@ class Daemon:
             tick = max(tick + 1, int((monotonic() - start) / self.config.interval + 1e-6))
 
     def tick(self, elapsed):
-        readable = self.reader.read()
+        reader = self.reader
+        readable = reader.read()
         if readable != self.readable:
             self.readable = readable
+            where = self.proc_path if reader.source == "proc" else self.sys_root
             if readable:
-                log("info", "%s readable again" % self.proc_path)
+                log("info", "%s readable again" % where)
             else:
-                log("error", "cannot read %s: ticks are not judged until it is back"
-                    % self.proc_path)
-        now = monotonic()
+                log("error", "cannot read %s: ticks are not judged until it is back" % where)
         if readable:
+            self.links.read_into(reader.link)
+            if self.prober:
+                self.prober.collect(reader.replied)
             monitor = self.monitor
-            events = monitor.judge(elapsed, self.reader)
+            events = monitor.judge(elapsed, reader)
+            for i in range(len(reader.replied)):
+                reader.replied[i] = 0
             if self.trace:
                 self.trace_tick(elapsed)
             for event in events:
-                for script, argv, env in self.dispatcher.commands(event, monitor):
-                    key = (tuple(argv[:len(script.argv)]) if script else "hotplug", event[2]
-                           if event[0] != EVENT_POST_RESTORE else "")
-                    self.pool.submit(argv, env, key)
-        self.pool.service(now)
+                self.dispatch(event)
+        self.pool.service(monotonic())
+
+    def dispatch(self, event):
+        kind, step, device = event[0], event[1], event[2]
+        if kind == EVENT_PROBE:
+            i = self.config.devices.index(device)
+            self.prober.send(i, self.config.device[device].target)
+            return
+        for script, argv, env in self.dispatcher.commands(event, self.monitor):
+            # Duplicates are judged per script and device: the same rebuild for two
+            # tunnels may run at once, the same one for one tunnel may not.
+            key = (tuple(script.argv) if script else HOTPLUG_CALL,
+                   device if kind != EVENT_POST_RESTORE else "")
+            self.pool.submit(argv, env, key)
 
     def trace_tick(self, elapsed):
         monitor = self.monitor
         log("trace", "after %ss, bytes %d, packets %d"
             % (format_seconds(elapsed * self.config.interval), monitor.rx_bytes_delta,
                monitor.rx_packets_delta))
-        for dev, what in monitor.changes:
-            log("trace", "%s: %s" % (dev.name, what))
-        for kind, step, device, silent_ticks in monitor.events:
-            if kind == EVENT_POST_RESTORE:
-                log("trace", "%s for %s" % (kind, " ".join(device)))
-            elif kind == EVENT_RESTORE:
-                log("trace", "restore for %s after %ss silence"
-                    % (device, format_seconds(silent_ticks * self.config.interval)))
-            else:
-                log("trace", "%s %d for %s at %ss silence"
-                    % (kind, step, device, format_seconds(silent_ticks * self.config.interval)))
+        for dev, state in monitor.changes:
+            log("trace", "%s: %s" % (dev.name, state))
+        for event in monitor.events:
+            log("trace", describe_event(event, self.config))
 
     def pidfile_still_ours(self):
         return not self.config.pidfile or read_pid(self.config.pidfile) == self.pid
@@ -999,12 +1348,22 @@ class Daemon:
             log("warning", "a new pidfile takes effect only after a restart")
             config.pidfile = self.config.pidfile
         self.monitor.reconfigure(config, self.config.interval)
-        self.config = config
-        self.trace = config.trace if self.trace_forced is None else self.trace_forced
-        self.reader = CounterReader(self.proc_path, config.devices)
-        self.dispatcher = Dispatcher(config)
-        self.pool.configure(config, self.trace)
+        self.apply(config)
         log("info", "config reloaded: watching %s" % ", ".join(config.devices))
+
+
+def describe_event(event, config):
+    """One line for trace output."""
+    kind, step, device, silent_ticks = event
+    silent = format_seconds(silent_ticks * config.interval)
+    if kind == EVENT_POST_RESTORE:
+        return "post_restore_any for %s" % " ".join(device)
+    if kind == EVENT_RESTORE:
+        return "restore for %s after %ss silence" % (device, silent)
+    if kind == EVENT_PROBE:
+        return "probe %s through %s at %ss silence" % (config.device[device].target, device,
+                                                        silent)
+    return "%s %d for %s at %ss silence" % (kind, step, device, silent)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1013,13 +1372,15 @@ class Daemon:
 class ReplaySource:
     """Snapshots of /proc/net/dev concatenated in a file, each starting with `Inter-|`.
 
-    `#unreadable` stands for a tick whose read failed, `#tick N` numbers the next snapshot
-    (the ticks in between were skipped); other lines starting with '#' are comments.
-    Yields (tick, snapshot_bytes or None).
+    Lines starting with '#' between snapshots: `#unreadable` stands for a tick whose read
+    failed, `#tick N` numbers the next snapshot (the ticks in between were skipped),
+    `#link DEV up|down|unknown` sets a device's link state from the next snapshot on; any
+    other '#' line is a comment.  Yields (tick, snapshot bytes or None if unreadable).
     """
 
     def __init__(self, path):
         self.path = path
+        self.links = {}         # device name -> link state set by #link
 
     def snapshots(self):
         tick = -1
@@ -1027,35 +1388,37 @@ class ReplaySource:
         next_tick = None
         with open(self.path, "rb") as f:
             for line in f:
-                if line.startswith(b"Inter-|"):
-                    if pending is not None:
-                        yield tick, pending
+                is_header = line.startswith(b"Inter-|")
+                if pending is not None and (is_header or line.startswith(b"#")):
+                    yield tick, pending
+                    pending = None
+                if is_header or line.startswith(b"#unreadable"):
                     tick = next_tick if next_tick is not None else tick + 1
                     next_tick = None
-                    pending = bytearray(line)
-                elif line.startswith(b"#"):
-                    if pending is not None:
-                        yield tick, pending
-                        pending = None
-                    words = line[1:].split()
-                    if words[:1] == [b"unreadable"]:
-                        tick = next_tick if next_tick is not None else tick + 1
-                        next_tick = None
+                    if is_header:
+                        pending = bytearray(line)
+                    else:
                         yield tick, None
-                    elif words[:1] == [b"tick"] and len(words) == 2 and words[1].isdigit():
+                elif line.startswith(b"#"):
+                    words = line[1:].split()
+                    if words[:1] == [b"tick"] and len(words) == 2 and words[1].isdigit():
                         next_tick = int(words[1])
+                    elif words[:1] == [b"link"] and len(words) == 3:
+                        self.links[words[1].decode()] = words[2].decode()
                 elif pending is not None:
                     pending.extend(line)
         if pending is not None:
             yield tick, pending
 
 
-def replay(config, trace_path, out):
+def replay(config, trace_path, out, trace=False):
+    """Print `t=<seconds> <event> <argv...>` for every script the ladder would run."""
     reader = CounterReader(trace_path, config.devices)
     monitor = Monitor(config)
     dispatcher = Dispatcher(config)
+    source = ReplaySource(trace_path)
     last_tick = 0
-    for tick, snapshot in ReplaySource(trace_path).snapshots():
+    for tick, snapshot in source.snapshots():
         if tick < last_tick:
             raise ConfigError("snapshot numbered %d comes after tick %d" % (tick, last_tick),
                               trace_path)
@@ -1064,10 +1427,18 @@ def replay(config, trace_path, out):
         if snapshot is None:
             continue
         reader.parse(snapshot, len(snapshot))
+        for i, name in enumerate(config.devices):
+            reader.link[i] = source.links.get(name, LINK_UNKNOWN)
         when = format_seconds(tick * config.interval)
         for event in monitor.judge(elapsed, reader):
+            if event[0] == EVENT_PROBE:
+                out.write("t=%s probe %s %s\n" % (when, event[2],
+                                                   config.device[event[2]].target))
             for script, argv, env in dispatcher.commands(event, monitor):
                 out.write("t=%s %s %s\n" % (when, event[0], " ".join(argv)))
+        if trace:
+            for dev, state in monitor.changes:
+                log("trace", "t=%s %s: %s" % (when, dev.name, state))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1080,8 +1451,14 @@ def check(config, out):
     out.write("interval %ss; watching %s\n" % (format_seconds(interval), ", ".join(config.devices)))
     out.write("pidfile %s; script_timeout %ss; max_scripts %d; trace %s; hotplug %s\n"
               % (config.pidfile or "(none)", format_seconds(config.script_timeout),
-                 config.max_scripts, "on" if config.trace else "off",
-                 "on" if config.hotplug else "off"))
+                 config.max_scripts, on_off(config.trace), on_off(config.hotplug)))
+    out.write("counters %s; link down is silence %s; status %s every %ss\n"
+              % (config.counter_source, on_off(config.link_down_is_silence), config.status_file,
+                 format_seconds(config.status_interval)))
+    for name in config.devices:
+        settings = describe_device(config.device[name])
+        if settings:
+            out.write("device %s: %s\n" % (name, settings))
     for line, message in config.warnings:
         log("warning", "%s:%d: %s" % (config.filename, line, message))
     for script, seconds in config.raised:
@@ -1089,21 +1466,31 @@ def check(config, out):
             % (config.filename, script.line, script.event, script.step, format_seconds(seconds),
                format_seconds(interval)))
     for action in config.actions:
-        out.write("action %d at %ss silence (%s): %s\n"
+        out.write("action %d at %ss silence (%s): %s%s\n"
                   % (action.step, format_seconds(action.ticks * interval), plural(action.ticks),
-                     " ".join(action.argv)))
-    end = config.ladder_end()
+                     " ".join(action.argv), limited_to(action)))
     for retry in config.retries:
-        out.write("retry %d every %ss (%s) after %ss, first at %ss: %s\n"
-                  % (retry.step, format_seconds(retry.ticks * interval), plural(retry.ticks),
-                     format_seconds(end * interval), format_seconds((end + retry.ticks) * interval),
-                     " ".join(retry.argv)))
+        # Retries count from the end of each device's own ladder: group devices by it.
+        ends = {}
+        for name in config.devices:
+            if retry.applies_to(name):
+                ends.setdefault(config.ladder_end(name), []).append(name)
+        for end in sorted(ends):
+            only = "" if len(ends) == 1 else " [for %s]" % ", ".join(ends[end])
+            out.write("retry %d every %ss (%s) after %ss, first at %ss: %s%s\n"
+                      % (retry.step, format_seconds(retry.ticks * interval), plural(retry.ticks),
+                         format_seconds(end * interval),
+                         format_seconds((end + retry.ticks) * interval), " ".join(retry.argv),
+                         only or limited_to(retry)))
     for script in config.restores:
-        out.write("restore %d: %s\n" % (script.step, " ".join(script.argv)))
+        out.write("restore %d: %s%s\n" % (script.step, " ".join(script.argv), limited_to(script)))
     for script in config.post_restores:
-        out.write("post_restore_any %d: %s\n" % (script.step, " ".join(script.argv)))
-    if not config.actions and not config.retries:
-        log("warning", "%s: no actions or retries: tunmon will only watch" % config.filename)
+        out.write("post_restore_any %d: %s%s\n" % (script.step, " ".join(script.argv),
+                                                   limited_to(script)))
+    if not config.actions and not config.retries and not any(
+            config.device[name].probe for name in config.devices):
+        log("warning", "%s: no actions, retries or probes: tunmon will only watch"
+            % config.filename)
     problems = 0
     for script in config.actions + config.retries + config.restores + config.post_restores:
         where = "%s:%d" % (config.filename, script.line)
@@ -1115,6 +1502,29 @@ def check(config, out):
             log("warning", "%s: %s is not executable" % (where, path))
             problems += 1
     return problems
+
+
+def describe_device(device):
+    parts = []
+    if device.probe:
+        parts.append("probe %s to %s" % (device.probe, device.target))
+    elif device.target:
+        parts.append("target %s" % device.target)
+    if device.depends:
+        parts.append("depends on %s" % device.depends)
+    if device.min_rx_bytes:
+        parts.append("min_rx_bytes %d" % device.min_rx_bytes)
+    if device.link_down_is_silence is not None:
+        parts.append("link down is silence %s" % on_off(device.link_down_is_silence))
+    return ", ".join(parts)
+
+
+def limited_to(script):
+    return " [for %s]" % ", ".join(script.devices) if script.devices else ""
+
+
+def on_off(flag):
+    return "on" if flag else "off"
 
 
 def plural(ticks):
@@ -1134,6 +1544,7 @@ Watch the RX counters of network interfaces and run escalating scripts when one 
 
   -c, --config FILE   XML config (default %s)
   --proc PATH         read counters from PATH instead of %s
+  --sys PATH          where the interfaces' sysfs folders are (default %s)
   --trace 0|1         log every tick's traffic, state changes and script runs
   --check             validate the config, show the ladder; exit 0 if valid, 2 if not
   --replay TRACE      print what the ladder would have run on recorded /proc/net/dev snapshots
@@ -1141,19 +1552,19 @@ Watch the RX counters of network interfaces and run escalating scripts when one 
   --version           print the version
 
 Exit codes: 0 clean stop, 1 runtime failure, 2 usage or config error.
-""" % (DEFAULT_CONFIG, DEFAULT_PROC)
+""" % (DEFAULT_CONFIG, DEFAULT_PROC, DEFAULT_SYS)
 
 
 class UsageError(Exception):
     pass
 
 
-OPTIONS_WITH_VALUE = ("-c", "--config", "--proc", "--trace", "--replay")
+OPTIONS_WITH_VALUE = ("-c", "--config", "--proc", "--sys", "--trace", "--replay")
 
 
 def parse_args(argv):
-    options = {"config": DEFAULT_CONFIG, "proc": DEFAULT_PROC, "trace": None, "mode": "run",
-               "replay": None}
+    options = {"config": DEFAULT_CONFIG, "proc": DEFAULT_PROC, "sys": DEFAULT_SYS, "trace": None,
+               "mode": "run", "replay": None}
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -1173,6 +1584,8 @@ def parse_args(argv):
             options["config"] = value
         elif arg == "--proc":
             options["proc"] = value
+        elif arg == "--sys":
+            options["sys"] = value
         elif arg == "--trace":
             word = value
             if word not in ("0", "1"):
@@ -1216,7 +1629,7 @@ def main(argv):
         for line, message in config.warnings:
             log("warning", "%s:%d: %s" % (config.filename, line, message))
         if mode == "replay":
-            replay(config, options["replay"], sys.stdout)
+            replay(config, options["replay"], sys.stdout, bool(options["trace"]))
             return 0
     except ConfigError as err:
         log("error", str(err))
@@ -1225,7 +1638,7 @@ def main(argv):
         log("error", "%s: %s" % (options["replay"], os_error_text(err)))
         return 2
     try:
-        daemon = Daemon(config, options["proc"], options["trace"])
+        daemon = Daemon(config, options["proc"], options["trace"], options["sys"])
     except OSError as err:
         log("error", "cannot start: %s" % os_error_text(err))
         return 1

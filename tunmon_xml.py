@@ -25,7 +25,7 @@ class ConfigError(Exception):
     """A config problem; str() is the one line a user sees: file:line:col: message."""
 
     def __init__(self, message, filename=None, line=None, col=None):
-        Exception.__init__(self, message)
+        super().__init__(message)
         self.message = message
         self.filename = filename
         self.line = line
@@ -393,12 +393,40 @@ def join_path(base, relative):
 class Script:
     """A command to run for an event: its argv words, when (ticks), and its place in the config."""
 
-    def __init__(self, event, step, argv, ticks, line):
+    def __init__(self, event, step, argv, ticks, line, devices=None):
         self.event = event
         self.step = step          # 1-based index among the entries of its event
         self.argv = argv          # list of words; event arguments are appended when run
         self.ticks = ticks        # action: silent ticks; retry: period in ticks; else 0
         self.line = line
+        self.devices = devices    # names it is limited to, or None for every device
+
+    def applies_to(self, device):
+        return self.devices is None or device in self.devices
+
+
+class Device:
+    """One watched interface and its own settings."""
+
+    def __init__(self, name, line):
+        self.name = name
+        self.line = line
+        self.target = None            # address the built-in probe and ping scripts aim at
+        self.probe = None             # "icmp" or None
+        self.min_rx_bytes = 0         # a tick with no more bytes than this counts as silent
+        self.depends = None           # name of the underlay device
+        self.link_down_is_silence = None   # None: the global setting
+
+
+class Stats:
+    """Where the statistics stream goes (<stats>), if anywhere."""
+
+    def __init__(self):
+        self.interval = 10.0
+        self.file = None
+        self.max_size = 1024 * 1024
+        self.udp = None               # (host, port)
+        self.format = "json"
 
 
 class Config:
@@ -406,13 +434,19 @@ class Config:
 
     def __init__(self, filename):
         self.filename = filename
-        self.devices = []
+        self.devices = []             # names, in config order
+        self.device = {}              # name -> Device
         self.interval = 1.0
         self.pidfile = None
         self.script_timeout = 60.0
         self.max_scripts = 8
         self.trace = False
         self.hotplug = False
+        self.counter_source = "auto"
+        self.link_down_is_silence = True
+        self.status_file = "/var/run/tunmon/status.json"
+        self.status_interval = 10.0
+        self.stats = None
         self.actions = []
         self.retries = []
         self.restores = []
@@ -420,20 +454,98 @@ class Config:
         self.warnings = []      # (line, message) worth showing, e.g. legacy elements
         self.raised = []        # (script, seconds) whose time rounded to 0 ticks and became 1
 
-    def ladder_end(self):
-        """L: the tick count of the last action (0 without actions); retries count from it."""
+    def ladder_end(self, device=None):
+        """L: the tick count of the last action (0 without actions); retries count from it.
+
+        With a device, only the actions that apply to it count: each device has its ladder.
+        """
         end = 0
         for action in self.actions:
-            if action.ticks > end:
+            if action.ticks > end and (device is None or action.applies_to(device)):
                 end = action.ticks
         return end
 
 
-# Allowed children per element path; anything else is a typo worth an error.
-ROOT_CHILDREN = ("net_devices", "interval", "pidfile", "script_timeout", "max_scripts", "trace",
-                 "hotplug", "actions", "retry_actions", "restore_dev", "post_restore_any",
-                 "on_restore")
-SINGLE_VALUES = ("interval", "pidfile", "script_timeout", "max_scripts", "trace", "hotplug")
+def _interval(text):
+    seconds = parse_seconds(text)
+    if seconds < MIN_INTERVAL:
+        raise ValueError("must be at least %g s" % MIN_INTERVAL)
+    return seconds
+
+
+def _positive_seconds(text):
+    seconds = parse_seconds(text)
+    if seconds <= 0:
+        raise ValueError("must be more than 0")
+    return seconds
+
+
+def _text(text):
+    if not text:
+        raise ValueError("is empty")
+    return text
+
+
+def _choice(*allowed):
+    def parse(text):
+        if text not in allowed:
+            raise ValueError("%r is not one of %s" % (text, ", ".join(allowed)))
+        return text
+    return parse
+
+
+SIZE_UNITS = {"k": 1024, "M": 1024 * 1024}
+
+
+def parse_size(text):
+    """'4096', '64k', '1M' -> bytes."""
+    word = text.strip()
+    scale = 1
+    if word[-1:] in SIZE_UNITS:
+        scale = SIZE_UNITS[word[-1]]
+        word = word[:-1]
+    return parse_count(word, 1) * scale
+
+
+def parse_host_port(text):
+    host, colon, port = text.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("%r is not host:port" % text.strip())
+    return (host, int(port))
+
+
+# Single-valued elements: tag -> (attribute of the object, parser).
+GLOBAL_VALUES = {
+    "interval": ("interval", _interval),
+    "pidfile": ("pidfile", _text),
+    "script_timeout": ("script_timeout", _positive_seconds),
+    "max_scripts": ("max_scripts", lambda text: parse_count(text, 1)),
+    "trace": ("trace", parse_bool),
+    "hotplug": ("hotplug", parse_bool),
+    "counter_source": ("counter_source", _choice("auto", "proc", "sysfs")),
+    "link_down_is_silence": ("link_down_is_silence", parse_bool),
+    "status_file": ("status_file", _text),
+    "status_interval": ("status_interval", _positive_seconds),
+}
+STATS_VALUES = {
+    "interval": ("interval", _positive_seconds),
+    "file": ("file", _text),
+    "max_size": ("max_size", parse_size),
+    "udp": ("udp", parse_host_port),
+    "format": ("format", _choice("json", "influx")),
+}
+DEVICE_ATTRIBUTES = {
+    "target": ("target", _text),
+    "probe": ("probe", _choice("icmp", "none")),
+    "min_rx_bytes": ("min_rx_bytes", lambda text: parse_count(text, 0)),
+    "depends": ("depends", _text),
+    "link_down_is_silence": ("link_down_is_silence", parse_bool),
+}
+LIST_ELEMENTS = ("net_devices", "actions", "retry_actions", "restore_dev", "post_restore_any",
+                 "on_restore", "stats")
+PATH_VALUES = ("pidfile", "status_file", "file")
 
 
 class _Loader:
@@ -441,21 +553,25 @@ class _Loader:
         self.filename = filename
         self.base_dir = absolute_dir(filename)
         self.config = Config(filename)
+        self.device_elements = {}
 
     def error(self, message, elem):
         return ConfigError(message, self.filename, elem.line, elem.col)
 
-    def only_text(self, elem, path):
+    def check_attributes(self, elem, allowed):
+        for name in elem.attrs:
+            if name not in allowed:
+                raise self.error("<%s> has no attribute %s" % (elem.tag, name), elem)
+
+    def only_text(self, elem, path, attributes=()):
         if elem.children:
             child = elem.children[0]
             raise self.error("unknown element <%s> in %s" % (child.tag, path), child)
-        if elem.attrs:
-            raise self.error("<%s> takes no attributes" % elem.tag, elem)
+        self.check_attributes(elem, attributes)
         return elem.text.strip()
 
-    def children(self, elem, path, allowed):
-        if elem.attrs:
-            raise self.error("<%s> takes no attributes" % elem.tag, elem)
+    def children(self, elem, path, allowed, attributes=()):
+        self.check_attributes(elem, attributes)
         if elem.text.strip():
             raise self.error("unexpected text in %s" % path, elem)
         for child in elem.children:
@@ -463,15 +579,42 @@ class _Loader:
                 raise self.error("unknown element <%s> in %s" % (child.tag, path), child)
         return elem.children
 
-    def value(self, elem, path, parse):
-        text = self.only_text(elem, path + "/" + elem.tag)
+    def parsed(self, elem, name, text, parse, key=None):
         try:
-            return parse(text)
+            value = parse(text)
         except ValueError as err:
-            raise self.error("<%s>: %s" % (elem.tag, err.args[0]), elem)
+            raise self.error("%s: %s" % (name, err.args[0]), elem)
+        if key in PATH_VALUES and not value.startswith("/"):
+            value = join_path(self.base_dir, value)
+        return value
 
-    def script(self, elem, path, event, step, ticks):
-        text = self.only_text(elem, path + "/script")
+    def values(self, elem, path, table, into):
+        """Single-valued children of `elem` (each at most once) set on `into`."""
+        seen = {}
+        for child in elem.children:
+            if child.tag not in table:
+                continue
+            if child.tag in seen:
+                raise self.error("<%s> given twice in %s (first at line %d)"
+                                 % (child.tag, path, seen[child.tag].line), child)
+            seen[child.tag] = child
+            attribute, parse = table[child.tag]
+            text = self.only_text(child, path + "/" + child.tag)
+            setattr(into, attribute,
+                    self.parsed(child, "<%s>" % child.tag, text, parse, child.tag))
+
+    def device_list(self, elem):
+        """The `device="a b"` limit of a ladder entry: a list of names, or None for all."""
+        text = elem.attrs.get("device")
+        if text is None:
+            return None
+        names = text.split()
+        if not names:
+            raise self.error("empty device=\"\" (leave it out to apply to every device)", elem)
+        return names
+
+    def script(self, elem, path, event, step, ticks, devices):
+        text = self.only_text(elem, path + "/script", ("device",))
         try:
             argv = split_words(text)
         except ValueError as err:
@@ -480,39 +623,17 @@ class _Loader:
             raise self.error("empty <script> in " + path, elem)
         if "/" in argv[0] and not argv[0].startswith("/"):
             argv[0] = join_path(self.base_dir, argv[0])
-        return Script(event, step, argv, ticks, elem.line)
+        if devices is None:
+            devices = self.device_list(elem)
+        return Script(event, step, argv, ticks, elem.line, devices)
 
     def load(self, root):
         config = self.config
         if root.tag != "tun_mon":
             raise self.error("the root element must be <tun_mon>, not <%s>" % root.tag, root)
-        seen = {}
-        for elem in self.children(root, "tun_mon", ROOT_CHILDREN):
-            if elem.tag in SINGLE_VALUES and elem.tag in seen:
-                raise self.error("<%s> given twice (first at line %d)"
-                                 % (elem.tag, seen[elem.tag].line), elem)
-            seen[elem.tag] = elem
-        # The interval first: every time converts to ticks with it.
-        if "interval" in seen:
-            config.interval = self.value(seen["interval"], "tun_mon", parse_seconds)
-            if config.interval < MIN_INTERVAL:
-                raise self.error("<interval> must be at least %g s" % MIN_INTERVAL,
-                                 seen["interval"])
-        if "pidfile" in seen:
-            config.pidfile = self.only_text(seen["pidfile"], "tun_mon/pidfile") or None
-            if config.pidfile and not config.pidfile.startswith("/"):
-                config.pidfile = join_path(self.base_dir, config.pidfile)
-        if "script_timeout" in seen:
-            config.script_timeout = self.value(seen["script_timeout"], "tun_mon", parse_seconds)
-            if config.script_timeout <= 0:
-                raise self.error("<script_timeout> must be more than 0", seen["script_timeout"])
-        if "max_scripts" in seen:
-            config.max_scripts = self.value(seen["max_scripts"], "tun_mon",
-                                            lambda text: parse_count(text, 1))
-        if "trace" in seen:
-            config.trace = self.value(seen["trace"], "tun_mon", parse_bool)
-        if "hotplug" in seen:
-            config.hotplug = self.value(seen["hotplug"], "tun_mon", parse_bool)
+        self.children(root, "tun_mon", tuple(GLOBAL_VALUES) + LIST_ELEMENTS)
+        # The single values first: every time converts to ticks with the interval.
+        self.values(root, "tun_mon", GLOBAL_VALUES, config)
         for elem in root.children:
             if elem.tag == "net_devices":
                 self.devices(elem)
@@ -522,19 +643,55 @@ class _Loader:
                 self.retries(elem)
             elif elem.tag in ("restore_dev", "on_restore", "post_restore_any"):
                 self.plain_scripts(elem)
+            elif elem.tag == "stats":
+                self.stats(elem)
         if not config.devices:
             raise ConfigError("no <net_devices><net_device> to watch", self.filename, root.line,
                               root.col)
+        self.check_references()
         return config
 
     def devices(self, elem):
         for dev in self.children(elem, "tun_mon/net_devices", ("net_device",)):
-            name = self.only_text(dev, "tun_mon/net_devices/net_device")
-            if not name or len(name) > 15 or ":" in name or "/" in name or " " in name:
+            name = self.only_text(dev, "tun_mon/net_devices/net_device", DEVICE_ATTRIBUTES)
+            if not valid_interface_name(name):
                 raise self.error("%r is not a network interface name" % name, dev)
-            if name in self.config.devices:
+            if name in self.config.device:
                 raise self.error("device %s listed twice" % name, dev)
+            device = Device(name, dev.line)
+            for attribute in dev.attrs:
+                key, parse = DEVICE_ATTRIBUTES[attribute]
+                setattr(device, key, self.parsed(dev, attribute, dev.attrs[attribute], parse))
+            if device.probe == "none":
+                device.probe = None
+            if device.probe and not device.target:
+                raise self.error("probe=\"%s\" needs target=\"address\"" % device.probe, dev)
             self.config.devices.append(name)
+            self.config.device[name] = device
+            self.device_elements[name] = dev
+
+    def check_references(self):
+        """Names in depends= and device= must be watched devices; dependencies form no cycle."""
+        config = self.config
+        for name in config.devices:
+            underlay = config.device[name].depends
+            if underlay is None:
+                continue
+            elem = self.device_elements[name]
+            if underlay not in config.device:
+                raise self.error("depends=\"%s\": not a watched device" % underlay, elem)
+            chain = [name]
+            while underlay is not None:
+                if underlay in chain:
+                    raise self.error("dependency cycle: %s" % " -> ".join(chain + [underlay]),
+                                     elem)
+                chain.append(underlay)
+                underlay = config.device[underlay].depends
+        for script in config.actions + config.retries + config.restores + config.post_restores:
+            for name in script.devices or ():
+                if name not in config.device:
+                    raise ConfigError("device=\"%s\": not a watched device" % name,
+                                      self.filename, script.line)
 
     def actions(self, elem):
         path = "tun_mon/actions"
@@ -550,7 +707,7 @@ class _Loader:
 
     def timed_script(self, entry, path, event, time_tags, into):
         fields = {}
-        for child in self.children(entry, path, time_tags + ("script",)):
+        for child in self.children(entry, path, time_tags + ("script",), ("device",)):
             key = "time" if child.tag in time_tags else "script"
             if key in fields:
                 raise self.error("<%s> given twice in %s" % (child.tag, path), child)
@@ -559,9 +716,13 @@ class _Loader:
             raise self.error("%s needs <%s>" % (path, time_tags[0]), entry)
         if "script" not in fields:
             raise self.error("%s needs <script>" % path, entry)
-        seconds = self.value(fields["time"], path, parse_seconds)
+        time_elem = fields["time"]
+        seconds = self.parsed(time_elem, "<%s>" % time_elem.tag,
+                              self.only_text(time_elem, path + "/" + time_elem.tag),
+                              parse_seconds)
         ticks = to_ticks(seconds, self.config.interval)
-        script = self.script(fields["script"], path, event, len(into) + 1, ticks)
+        script = self.script(fields["script"], path, event, len(into) + 1, ticks,
+                             self.device_list(entry))
         if seconds / self.config.interval + 0.5 + 1e-9 < 1:
             self.config.raised.append((script, seconds))
         into.append(script)
@@ -576,7 +737,27 @@ class _Loader:
         else:
             event, into = EVENT_RESTORE, self.config.restores
         for child in self.children(elem, path, ("script",)):
-            into.append(self.script(child, path, event, len(into) + 1, 0))
+            into.append(self.script(child, path, event, len(into) + 1, 0, None))
+
+    def stats(self, elem):
+        if self.config.stats is not None:
+            raise self.error("<stats> given twice", elem)
+        stats = Stats()
+        self.children(elem, "tun_mon/stats", tuple(STATS_VALUES))
+        self.values(elem, "tun_mon/stats", STATS_VALUES, stats)
+        if not stats.file and not stats.udp:
+            raise self.error("<stats> needs <file> or <udp> (or both)", elem)
+        self.config.stats = stats
+
+
+def valid_interface_name(name):
+    """What Linux accepts: 1-15 bytes, no '/', ':', whitespace or NUL."""
+    if not name or len(name.encode()) > 15 or name in (".", ".."):
+        return False
+    for ch in name:
+        if ch in "/: \t\n\r\x00":
+            return False
+    return True
 
 
 def parse_config(data, filename="<config>"):
