@@ -87,6 +87,13 @@ class Counters:
         self.link = [LINK_UNKNOWN] * count
         self.replied = bytearray(count)
 
+    def absent(self, i):
+        self.rx_bytes[i] = -1
+        self.rx_packets[i] = -1
+        self.tx_bytes[i] = -1
+        self.tx_packets[i] = -1
+
+
 class CounterReader(Counters):
     """Counters of the watched devices from a /proc/net/dev style file.
 
@@ -358,8 +365,10 @@ class Monitor:
             dev.underlay = by_name[underlay] if underlay else None
         # Underlays are judged before the devices riding on them, so a tunnel sees its
         # uplink's state of this very tick.
-        self.judge_order = sorted(range(len(self.devices)),
-                                  key=lambda i: _depth(self.devices[i]))
+        # (MicroPython's sort is not stable, so the index breaks ties explicitly.)
+        count = len(self.devices)
+        self.judge_order = sorted(range(count),
+                                  key=lambda i: _depth(self.devices[i]) * count + i)
 
     def reconfigure(self, config, old_interval):
         """A new config (SIGHUP): devices that stay keep their state, new ones start at age 0.
@@ -450,7 +459,9 @@ class Monitor:
     def _traffic(self, dev, rx_bytes, rx_packets):
         """Did the device receive (more than its noise threshold)?  Also moves its baseline."""
         if rx_bytes < 0:
+            # Forget the baseline: when the device comes back, the reset rule judges it.
             dev.present = False
+            dev.rx_bytes = dev.rx_packets = -1
             return False
         dev.present = True
         old_bytes = dev.rx_bytes

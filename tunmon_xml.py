@@ -82,6 +82,8 @@ class _Parser:
         self.counted_to = 0
 
     def where(self, pos):
+        if pos < self.counted_to:       # an earlier position (an error at an opening tag)
+            self.line, self.line_start, self.counted_to = 1, 0, 0
         text = self.text
         i = self.counted_to
         while True:
@@ -188,10 +190,13 @@ class _Parser:
         while True:
             self.skip_space()
             if self.startswith("<!--"):
-                self.pos += 4
-                body = self.expect_until("-->", "comment")
-                if "--" in body:
-                    raise self.error("'--' inside a comment")
+                end = self.text.find("-->", self.pos + 4)
+                if end < 0:
+                    raise self.error("unterminated comment")
+                double_dash = self.text.find("--", self.pos + 4, end)
+                if double_dash >= 0:
+                    raise self.error("'--' inside a comment", double_dash)
+                self.pos = end + 3
             elif self.startswith("<?"):
                 if not allow_declaration and self.startswith("<?xml"):
                     raise self.error("<?xml?> is only allowed at the very start")
@@ -775,7 +780,11 @@ def load_config(path):
             data = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as err:
         raise ConfigError("cannot read config: %s" % os_error_text(err), path)
-    return parse_config(data, path)
+    try:
+        return parse_config(data, path)
+    except MemoryError:
+        # A small MicroPython heap: say so in one line rather than die with a traceback.
+        raise ConfigError("not enough memory to parse a %d-byte config" % len(data), path)
 
 
 def os_error_text(err):
