@@ -1,0 +1,517 @@
+"""UCI front end of tunmon: /etc/config/tunmon (or `uci export tunmon`) -> tunmon XML config.
+
+Runs unchanged on CPython 3 and the MicroPython unix port, so it uses no re, os.path or typing.
+
+Schema (package `tunmon`; every section may be named or anonymous unless said otherwise):
+
+    config tunmon 'main'                  global settings; must be named 'main'
+        option enabled '0'                init script only (see uci_enabled); default 0
+        option interpreter 'auto'         launcher only: auto | micropython | python3
+        option interval '5'               -> <interval>        time, >= 0.1 s
+        option pidfile '/var/run/tunmon.pid'   -> <pidfile>
+        option script_timeout '60'        -> <script_timeout>  time
+        option max_scripts '8'            -> <max_scripts>     whole number >= 1
+        option trace '0'                  -> <trace>           boolean, written as 0/1
+        option hotplug '0'                -> <hotplug>         boolean, written as 0/1
+    config device                         -> <net_devices><net_device>, one per name
+        option name '6in4-henet'          required; `list name` watches several devices
+    config action                         -> <actions><action><time/><script/></action>
+        option time '15'                  required, time
+        option script '/usr/share/tunmon/ping.sh'   required, one script
+    config retry                          -> <retry_actions><retry><interval/><script/></retry>
+        option interval '5m'              required, time
+        option script '/usr/share/tunmon/ifup.sh'   required, one script
+    config restore                        -> <restore_dev><script/>...
+        list script '/usr/share/tunmon/log.sh'      required; option or list
+    config post_restore_any               -> <post_restore_any><script/>...
+        list script '...'                 required; option or list
+
+Times take the XML syntax (15, 2.5, 4m; suffixes s m h d). Sections keep file order. Only the
+options that are set are written, so defaults live in one place, the XML loader. A script's
+first word must be absolute or a bare command on PATH: a relative path would resolve against
+the generated XML's directory. A disabled config may name no device (the shipped default);
+an enabled one must name at least one. Output is a pure function of the input text.
+"""
+import os
+import sys
+
+from tunmon_xml import (MIN_INTERVAL, ConfigError, escape, os_error_text, parse_bool,
+                        parse_count, parse_seconds, split_words)
+
+NAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_"
+BLANKS = " \t\r\f\v"
+# An unquoted word ends at a blank, a newline, `;` (end of command) or `#` (comment).
+WORD_ENDS = BLANKS + "\n;#"
+USAGE = "usage: tunmon --uci-to-xml [FILE|-] [--output PATH]"
+
+
+class Section:
+    """One UCI section: type, `uci show` path, line of its `config` command, options.
+
+    options maps an option name to its values, [(value, line), ...]: one for an `option`,
+    any number for a `list`.
+    """
+
+    def __init__(self, kind, path, line):
+        self.kind = kind
+        self.path = path
+        self.line = line
+        self.options = {}
+
+
+# ---- UCI syntax -------------------------------------------------------------------------
+
+def parse_uci(text, filename):
+    """Parse UCI text into a list of Sections in file order, with UCI's semantics."""
+    sections = []
+    current = None
+    for line, words in _commands(text.replace("\r\n", "\n"), filename):
+        keyword = words[0]
+        if keyword in ("config", "c"):
+            current = _open_section(sections, words, line, filename)
+        elif keyword in ("option", "o", "list", "l"):
+            if current is None:
+                raise ConfigError("'%s' before the first 'config'" % keyword, filename, line)
+            _set_option(current, keyword[0] == "l", words, line, filename)
+        elif keyword in ("package", "p"):
+            _check_package(sections, words, line, filename)
+        else:
+            raise ConfigError("unknown command '%s' (expected config, option, list or package)"
+                              % _shown(keyword), filename, line)
+    return sections
+
+
+def _commands(text, filename):
+    """Yield (line, words) per command; a command ends at an unquoted newline or `;`."""
+    words = []
+    command_line = 1
+    line = 1
+    pos = 0
+    end = len(text)
+    while pos < end:
+        char = text[pos]
+        if char in BLANKS:
+            pos += 1
+        elif char == "\\" and text[pos + 1:pos + 2] == "\n":
+            pos += 2  # a continued line, as between words in sh
+            line += 1
+        elif char == "#":
+            pos = text.find("\n", pos)
+            if pos < 0:
+                pos = end
+        elif char == "\n" or char == ";":
+            if words:
+                yield command_line, words
+                words = []
+            if char == "\n":
+                line += 1
+            pos += 1
+        else:
+            if not words:
+                command_line = line
+            word, pos, line = _word(text, pos, line, filename)
+            words.append(word)
+    if words:
+        yield command_line, words
+
+
+def _word(text, pos, line, filename):
+    """Read the word at pos: quoted and unquoted pieces joined. Returns (word, pos, line)."""
+    pieces = []
+    end = len(text)
+    while pos < end and text[pos] not in WORD_ENDS:
+        char = text[pos]
+        if char == "'":
+            close = text.find("'", pos + 1)
+            if close < 0:
+                raise ConfigError("unterminated ' quote", filename, line)
+            piece = text[pos + 1:close]
+            pieces.append(piece)
+            line += piece.count("\n")
+            pos = close + 1
+        elif char == '"':
+            pos, line = _double_quoted(text, pos + 1, line, pieces, filename)
+        elif char == "\\":
+            pos, line = _escaped(text, pos + 1, line, pieces)
+        else:
+            pieces.append(char)
+            pos += 1
+    return "".join(pieces), pos, line
+
+
+def _double_quoted(text, pos, line, pieces, filename):
+    """Read a "..." piece whose opening quote is just before pos; backslash escapes apply."""
+    start_line = line
+    end = len(text)
+    while pos < end:
+        char = text[pos]
+        if char == '"':
+            return pos + 1, line
+        if char == "\\":
+            pos, line = _escaped(text, pos + 1, line, pieces)
+        else:
+            pieces.append(char)
+            if char == "\n":
+                line += 1
+            pos += 1
+    raise ConfigError('unterminated " quote', filename, start_line)
+
+
+def _escaped(text, pos, line, pieces):
+    """Handle the character after a backslash: a newline vanishes with it, others are literal."""
+    if pos >= len(text):
+        return pos, line
+    if text[pos] == "\n":
+        return pos + 1, line + 1
+    pieces.append(text[pos])
+    return pos + 1, line
+
+
+def _arguments(words, most, first, line, filename):
+    """The words after the keyword, padded with '' to `most` as UCI reads a missing value;
+    the first one, described by `first`, is required."""
+    arguments = words[1:]
+    if not arguments or not arguments[0]:
+        raise ConfigError("'%s' needs a %s" % (words[0], first), filename, line)
+    if len(arguments) > most:
+        raise ConfigError("too many arguments to '%s' (quote a value that contains spaces)"
+                          % words[0], filename, line)
+    return arguments + [""] * (most - len(arguments))
+
+
+def _check_name(name, what, line, filename):
+    for char in name:
+        if char not in NAME_CHARS:
+            raise ConfigError("invalid %s name '%s': use letters, digits and _ only"
+                              % (what, _shown(name)), filename, line)
+
+
+def _check_package(sections, words, line, filename):
+    """`uci export tunmon` starts with `package tunmon`; any other package is a mix-up."""
+    name = _arguments(words, 1, "name", line, filename)[0]
+    if name != "tunmon":
+        raise ConfigError("package '%s' is not tunmon's config" % _shown(name), filename, line)
+    if sections:
+        raise ConfigError("'package' after the first section", filename, line)
+
+
+def _open_section(sections, words, line, filename):
+    """Start a section; naming an existing section reopens it, as UCI does."""
+    kind, name = _arguments(words, 2, "type", line, filename)
+    _check_name(kind, "section type", line, filename)
+    if name:
+        _check_name(name, "section", line, filename)
+        path = "tunmon." + name
+        for section in sections:
+            if section.path == path:
+                if section.kind != kind:
+                    raise ConfigError("section '%s' has type '%s' (line %d), not '%s'"
+                                      % (name, section.kind, section.line, kind),
+                                      filename, line)
+                return section
+    else:
+        # Named sections count too, as in `uci show`'s @type[N].
+        path = "tunmon.@%s[%d]" % (kind, len([s for s in sections if s.kind == kind]))
+    section = Section(kind, path, line)
+    sections.append(section)
+    return section
+
+
+def _set_option(section, is_list, words, line, filename):
+    """Apply `option`/`list`: a list appends (after a plain option, keeping its value first),
+    an option replaces, and `option x ''` deletes x."""
+    name, value = _arguments(words, 2, "name", line, filename)
+    _check_name(name, "option", line, filename)
+    if is_list:
+        section.options[name] = section.options.get(name, []) + [(value, line)]
+    elif value:
+        section.options[name] = [(value, line)]
+    else:
+        section.options.pop(name, None)
+
+
+# ---- value checks: each returns the text to write or raises ValueError ------------------
+# They apply the XML loader's own parsers and limits, so a translated config always loads.
+
+def _time(value):
+    parse_seconds(value)
+    return value.strip()
+
+
+def _interval(value):
+    if parse_seconds(value) < MIN_INTERVAL:
+        raise ValueError("the interval must be at least %s s" % MIN_INTERVAL)
+    return value.strip()
+
+
+def _timeout(value):
+    if parse_seconds(value) <= 0:
+        raise ValueError("the script timeout must be more than 0")
+    return value.strip()
+
+
+def _bool(value):
+    return "1" if parse_bool(value) else "0"
+
+
+def _count(value):
+    return str(parse_count(value, 1))
+
+
+def _text(value):
+    return value
+
+
+def _interpreter(value):
+    if value not in ("auto", "micropython", "python3"):
+        raise ValueError("'%s' is not an interpreter (auto, micropython or python3)"
+                         % _shown(value))
+    return value
+
+
+def _device(value):
+    # Linux interface names: at most 15 bytes, no whitespace, '/' or ':'.
+    if len(value) > 15 or len(value.split()) != 1 or "/" in value or ":" in value:
+        raise ValueError("'%s' is not a network interface name" % _shown(value))
+    return value
+
+
+def _script(value):
+    words = split_words(value)
+    if not words:
+        raise ValueError("empty script")
+    if "/" in words[0] and not words[0].startswith("/"):
+        # The XML loader would resolve it against the generated file's directory.
+        raise ValueError("relative script path '%s': use an absolute path or a command on PATH"
+                         % words[0])
+    return value
+
+
+# Per section type, in README order: (option, check, may be a list, required).
+SCHEMA = (
+    ("tunmon", (("enabled", _bool, False, False),
+                ("interpreter", _interpreter, False, False),
+                ("interval", _interval, False, False),
+                ("pidfile", _text, False, False),
+                ("script_timeout", _timeout, False, False),
+                ("max_scripts", _count, False, False),
+                ("trace", _bool, False, False),
+                ("hotplug", _bool, False, False))),
+    ("device", (("name", _device, True, True),)),
+    ("action", (("time", _time, False, True), ("script", _script, False, True))),
+    ("retry", (("interval", _time, False, True), ("script", _script, False, True))),
+    ("restore", (("script", _script, True, True),)),
+    ("post_restore_any", (("script", _script, True, True),)),
+)
+# Global options that become XML elements of the same name, in XML order.
+GLOBAL_ELEMENTS = ("interval", "pidfile", "script_timeout", "max_scripts", "trace", "hotplug")
+# (XML forbids "--" inside a comment.)
+GENERATED_NOTE = "<!-- Generated by tunmon from /etc/config/tunmon: edit that file instead. -->"
+
+
+def _section_values(section, filename):
+    """Check a section against SCHEMA; return {option: [(text to write, line), ...]}."""
+    options = None
+    for kind, kind_options in SCHEMA:
+        if kind == section.kind:
+            options = kind_options
+    if options is None:
+        raise ConfigError("%s: unknown section type '%s' (known: %s)"
+                          % (section.path, section.kind,
+                             ", ".join([kind for kind, kind_options in SCHEMA])),
+                          filename, section.line)
+    if section.kind == "tunmon" and section.path != "tunmon.main":
+        raise ConfigError("%s: the tunmon section must be named 'main' (config tunmon 'main')"
+                          % section.path, filename, section.line)
+    known = [option[0] for option in options]
+    # The first unknown option in file order, whatever order the dict iterates in.
+    unknown = [(items[0][1], name) for name, items in section.options.items()
+               if name not in known]
+    if unknown:
+        line, name = min(unknown)
+        raise ConfigError("%s.%s: unknown option (a %s section takes: %s)"
+                          % (section.path, name, section.kind, ", ".join(known)), filename, line)
+    values = {}
+    for name, check, may_be_list, required in options:
+        items = section.options.get(name)
+        if items is None:
+            if required:
+                raise ConfigError("%s: missing option '%s'" % (section.path, name),
+                                  filename, section.line)
+            continue
+        if len(items) > 1 and not may_be_list:
+            raise ConfigError("%s.%s takes one value, not a list" % (section.path, name),
+                              filename, items[1][1])
+        path = section.path + "." + name
+        values[name] = [(_checked(check, value, path, line, filename), line)
+                        for value, line in items]
+    return values
+
+
+def _checked(check, value, path, line, filename):
+    try:
+        if not value:
+            raise ValueError("empty value")
+        for char in value:
+            if char < " " and char not in "\t\n":
+                raise ValueError("control character in value")
+        return check(value)
+    except ValueError as err:
+        raise ConfigError("%s: %s" % (path, err), filename, line)
+
+
+# ---- translation --------------------------------------------------------------------------
+
+def uci_enabled(text, filename):
+    """The global `enabled` option (default off); raises ConfigError like uci_to_xml."""
+    for section in parse_uci(text, filename):
+        if section.path == "tunmon.main" and section.kind == "tunmon":
+            values = _section_values(section, filename)
+            return "enabled" in values and _value(values, "enabled") == "1"
+    return False
+
+
+def uci_to_xml(text, filename):
+    """Translate UCI text into tunmon's XML config; errors are ConfigErrors at UCI file:line."""
+    settings = {}
+    devices = []
+    actions = []
+    retries = []
+    restore_scripts = []
+    post_restore_scripts = []
+    for section in parse_uci(text, filename):
+        values = _section_values(section, filename)
+        if section.kind == "tunmon":
+            settings = values
+        elif section.kind == "device":
+            for name, line in values["name"]:
+                _add_device(devices, name, line, filename)
+        elif section.kind == "action":
+            actions.append((_value(values, "time"), _value(values, "script")))
+        elif section.kind == "retry":
+            retries.append((_value(values, "interval"), _value(values, "script")))
+        elif section.kind == "restore":
+            restore_scripts.extend([script for script, line in values["script"]])
+        else:
+            post_restore_scripts.extend([script for script, line in values["script"]])
+    if not devices and "enabled" in settings and _value(settings, "enabled") == "1":
+        raise ConfigError("tunmon.main.enabled is on but no device is configured"
+                          " (add a 'config device' section with option name)",
+                          filename, settings["enabled"][0][1])
+    lines = [GENERATED_NOTE, "<tun_mon>"]
+    _append_texts(lines, "net_devices", "net_device", [name for name, line in devices])
+    lines.extend(["  " + _element(name, _value(settings, name))
+                  for name in GLOBAL_ELEMENTS if name in settings])
+    _append_steps(lines, "actions", "action", "time", actions)
+    _append_steps(lines, "retry_actions", "retry", "interval", retries)
+    _append_texts(lines, "restore_dev", "script", restore_scripts)
+    _append_texts(lines, "post_restore_any", "script", post_restore_scripts)
+    lines.append("</tun_mon>")
+    return "\n".join(lines) + "\n"
+
+
+def _value(values, name):
+    """The text of a single-valued option in a _section_values result."""
+    return values[name][0][0]
+
+
+def _add_device(devices, name, line, filename):
+    for known, known_line in devices:
+        if known == name:
+            raise ConfigError("device '%s' is already watched (line %d)" % (name, known_line),
+                              filename, line)
+    devices.append((name, line))
+
+
+def _element(tag, text):
+    return "<%s>%s</%s>" % (tag, escape(text), tag)
+
+
+def _append_steps(lines, container, tag, time_tag, steps):
+    if steps:
+        lines.append("  <%s>" % container)
+        lines.extend(["    <%s>%s%s</%s>" % (tag, _element(time_tag, time),
+                                              _element("script", script), tag)
+                      for time, script in steps])
+        lines.append("  </%s>" % container)
+
+
+def _append_texts(lines, container, tag, texts):
+    if texts:
+        lines.append("  <%s>" % container)
+        lines.extend(["    " + _element(tag, text) for text in texts])
+        lines.append("  </%s>" % container)
+
+
+# ---- command line -------------------------------------------------------------------------
+
+def main(argv):
+    """`tunmon.py --uci-to-xml [FILE|-] [--output PATH]`; argv holds the words after
+    --uci-to-xml. Returns 0 when the XML was written, 2 on any error (one line on stderr)."""
+    try:
+        source, output = _main_arguments(argv)
+        xml = uci_to_xml(_read_text(source), "<stdin>" if source == "-" else source)
+        if output:
+            _write_atomically(output, xml)
+        else:
+            sys.stdout.buffer.write(xml.encode("utf-8"))
+    except ConfigError as err:
+        sys.stderr.write("error: %s\n" % err)
+        return 2
+    return 0
+
+
+def _main_arguments(argv):
+    """(source, output path or None); source '-' means stdin."""
+    source = None
+    output = None
+    index = 0
+    while index < len(argv):
+        argument = argv[index]
+        if argument == "--output" and index + 1 < len(argv):
+            output = argv[index + 1]
+            index += 1
+        elif source is None and (argument == "-" or not argument.startswith("-")):
+            source = argument
+        else:
+            raise ConfigError(USAGE)
+        index += 1
+    return source or "-", output
+
+
+def _read_text(source):
+    try:
+        if source == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(source, "rb") as stream:
+                data = stream.read()
+    except OSError as err:
+        raise ConfigError("cannot read %s: %s" % (source, os_error_text(err)))
+    try:
+        return data.decode("utf-8")
+    except UnicodeError:
+        raise ConfigError("not UTF-8 text", source)
+
+
+def _write_atomically(path, text):
+    """Write through a temporary file in the same directory and rename it over `path`, so
+    readers (procd's checksum, a SIGHUP reload) see the old file or the new one, never a
+    partial one, and a failed write leaves the last good file in place. No fsync: the
+    target is on tmpfs (/var/etc), and MicroPython's os has none."""
+    temporary = path + ".tmp"
+    try:
+        with open(temporary, "wb") as stream:
+            stream.write(text.encode("utf-8"))
+        os.rename(temporary, path)
+    except OSError as err:
+        try:
+            os.remove(temporary)
+        except OSError:
+            pass  # it was never created
+        raise ConfigError("cannot write %s: %s" % (path, os_error_text(err)))
+
+
+def _shown(value):
+    """A value as shown inside a one-line message."""
+    return value.replace("\n", "\\n")
