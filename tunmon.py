@@ -297,6 +297,7 @@ class DeviceState:
         self.age = 0            # ticks since traffic was last seen
         self.down = False       # an action or retry fired in the current silent spell
         self.held = False       # its underlay is down: its ladder waits
+        self.quiet = False      # nothing heard at the last tick (even if age restarted at 0)
         self.state = STATE_UP
         self.state_since = 0    # Monitor.ticks when `state` began
         self.actions = 0        # events fired for it since start, for status
@@ -330,7 +331,7 @@ class DeviceState:
             return STATE_HELD
         if self.down:
             return STATE_DOWN
-        return STATE_SILENT if self.age else STATE_UP
+        return STATE_SILENT if self.quiet else STATE_UP
 
 
 class Monitor:
@@ -413,6 +414,7 @@ class Monitor:
                 heard = True     # an answer to our own probe is traffic, whatever its size
             was_held = dev.held
             dev.held = dev.underlay is not None and dev.underlay.is_down_for_dependents()
+            dev.quiet = not heard
             if heard:
                 if dev.down:
                     events.append((EVENT_RESTORE, 0, dev.name, dev.age))
