@@ -1147,23 +1147,26 @@ def is_tunmon(pid):
 
 
 def acquire_pidfile(path, pid):
-    """Create the pidfile atomically; refuse if it names a live tunmon; replace a stale one."""
-    temp = "%s.%d.tmp" % (path, pid)
-    with open(temp, "w") as f:
-        f.write("%d\n" % pid)
+    """Create the pidfile atomically; refuse if it names a live tunmon; replace a stale one.
+
+    The content is written to an unguessable temporary name first, so a symlink planted in
+    a world-writable directory is never written through; link() and rename() replace or
+    refuse the final name itself, never what a symlink there points to.
+    """
+    temp = tunmon_xml.write_temporary(path, "%d\n" % pid)
     try:
         try:
-            os.link(temp, path)   # atomic and exclusive: fails if the pidfile exists
+            os.link(temp, path)   # atomic and exclusive: of two starting at once, one wins
             return
         except AttributeError:
-            pass                  # MicroPython has no link: check, then rename
+            pass                  # MicroPython has no link(): check, then rename
         except OSError as err:
             if err.args[0] != 17:  # EEXIST
                 raise
         owner = read_pid(path)
         if owner and owner != pid and is_tunmon(owner):
             raise AlreadyRunning(owner)
-        os.rename(temp, path)
+        os.rename(temp, path)     # stale: replace it (a racing twin notices at its first tick)
         temp = None
     finally:
         if temp:
@@ -1504,7 +1507,12 @@ def check(config, out):
             config.device[name].probe for name in config.devices):
         log("warning", "%s: no actions, retries or probes: tunmon will only watch"
             % config.filename)
+    as_root = running_as_root()
     problems = 0
+    if as_root and writable_by_others(config.filename):
+        log("warning", "%s is %s, and tunmon runs as root"
+            % (config.filename, writable_by_others(config.filename)))
+        problems += 1
     for script in config.actions + config.retries + config.restores + config.post_restores:
         where = "%s:%d" % (config.filename, script.line)
         path = find_program(script.argv[0])
@@ -1514,7 +1522,39 @@ def check(config, out):
         elif not _is_executable(path):
             log("warning", "%s: %s is not executable" % (where, path))
             problems += 1
+        elif as_root and writable_by_others(path):
+            log("warning", "%s: %s is %s, and tunmon runs it as root"
+                % (where, path, writable_by_others(path)))
+            problems += 1
     return problems
+
+
+def writable_by_others(path):
+    """Who other than root may change `path`: a phrase for a warning, or '' if nobody."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return ""
+    mode, uid = status[0], status[4]
+    if mode & 0o002:
+        return "writable by everyone"
+    if mode & 0o020:
+        return "writable by its group"
+    if uid != 0 and mode & 0o200:
+        return "writable by its owner, uid %d" % uid
+    return ""
+
+
+def running_as_root():
+    try:
+        return os.geteuid() == 0
+    except AttributeError:
+        # MicroPython: the effective uid is the second number of the Uid: line.
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return line.split()[2] == "0"
+        return False
 
 
 def describe_device(device):
@@ -1667,5 +1707,19 @@ def uci_to_xml(argv):
     return tunmon_uci.main(argv)
 
 
+def run(argv):
+    """main() for the command line: whatever goes wrong ends in one line, not a traceback."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        return 130
+    except MemoryError:
+        log("error", "out of memory")
+        return 1
+    except Exception as err:   # a bug: say where in one line, and let procd restart us
+        log("error", "internal error: %s: %s" % (type(err).__name__, err))
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run(sys.argv[1:]))

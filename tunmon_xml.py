@@ -787,6 +787,32 @@ def load_config(path):
         raise ConfigError("not enough memory to parse a %d-byte config" % len(data), path)
 
 
+def write_temporary(path, text):
+    """Write `text` to a new file with an unguessable name beside `path`; returns its name.
+
+    Unguessable because a name known in advance could be a symlink planted by another user
+    in a shared directory, and writing would follow it.  Rename it over `path` to publish.
+    """
+    suffix = "".join("%02x" % byte for byte in os.urandom(6))
+    temp = "%s.%s.tmp" % (path, suffix)
+    with open(temp, "w") as f:
+        f.write(text)
+    return temp
+
+
+def write_atomically(path, text):
+    """Replace `path` with `text` so that a reader sees the old or the new file, never a part."""
+    temp = write_temporary(path, text)
+    try:
+        os.rename(temp, path)
+    except OSError:
+        try:
+            os.remove(temp)
+        except OSError:
+            pass
+        raise
+
+
 def os_error_text(err):
     """'No such file or directory' where the interpreter knows it, else 'errno N'."""
     if len(err.args) > 1:

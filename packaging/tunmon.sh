@@ -15,13 +15,13 @@
 
 LIBDIR="${TUNMON_LIBDIR:-/usr/lib/tunmon}"
 
-# sys.argv is ["-c", LIBDIR, args...] here; tunmon.main gets the args.
+# sys.argv is ["-c", LIBDIR, args...] here; tunmon.run gets the args.
 MICROPYTHON_MAIN='import sys
 lib = sys.argv.pop(1)
 sys.path.insert(0, lib)
 sys.path.insert(0, lib + "/mpy")
 import tunmon
-sys.exit(tunmon.main(sys.argv[1:]))'
+sys.exit(tunmon.run(sys.argv[1:]))'
 
 has() {
 	command -v "$1" >/dev/null 2>&1
