@@ -1,0 +1,141 @@
+"""Issue 5 on the real kernel: the built-in probe, link state from sysfs, and the proc and
+sysfs counter sources deciding alike — in the namespace test bed of test_e2e.py."""
+import os
+import time
+
+import pytest
+
+import netbed
+from test_e2e import INTERVAL, SLACK, Run, bed_factory, interp_name  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.e2e
+
+
+def write_config(r, devices, ladder="", extra="", name="tunmon.xml"):
+    path = str(r.dir / name)
+    with open(path, "w") as f:
+        f.write('<tun_mon><interval>%s</interval>%s<net_devices>%s</net_devices>%s</tun_mon>\n'
+                % (INTERVAL, extra, devices, ladder))
+    return path
+
+
+def probe_lines(r):
+    return [line for _, line in r.proc.lines if line.startswith("trace: probe ")]
+
+
+@pytest.fixture
+def run(bed_factory, interp, tmp_path):
+    return Run(bed_factory(1), interp_name(interp), tmp_path)
+
+
+def test_the_probe_keeps_a_quiet_healthy_tunnel_up_without_any_script(run):
+    r = run
+    alert = r.script("alert.sh")
+    # Nothing but tunmon's own probe crosses the tunnel; the alert at 1 s must never fire.
+    target = netbed.tunnel_addr(0, "provider")
+    r.start(write_config(r, '<net_device probe="icmp" target="%s">vx0</net_device>' % target,
+                         "<actions><action><time>1</time><script>%s</script></action></actions>"
+                         % alert))
+    before = r.bed.counters(r.bed.router)["vx0"]
+    time.sleep(3.0)
+    after = r.bed.counters(r.bed.router)["vx0"]
+    assert r.records() == [], r.stderr()
+    probes = probe_lines(r)
+    assert probes and all(("probe %s through vx0" % target) in line for line in probes)
+    # Every probe got its echo reply through the tunnel: RX moved by as many packets.
+    assert after["rx_packets"] - before["rx_packets"] >= len(probes) - 1
+    # Replies count as traffic: the device keeps coming back up after each silent tick.
+    assert any(line == "trace: vx0: up" for _, line in r.proc.lines), r.stderr()
+    assert "Traceback" not in r.stderr()
+
+
+def test_the_probe_does_not_hide_a_broken_tunnel(run):
+    r = run
+    alert = r.script("alert.sh")
+    target = netbed.tunnel_addr(0, "provider")
+    r.start(write_config(r, '<net_device probe="icmp" target="%s">vx0</net_device>' % target,
+                         "<actions><action><time>0.6</time><script>%s</script></action></actions>"
+                         % alert))
+    r.bed.break_endpoint(0)
+    got = r.wait_for("alert.sh", 3 + SLACK)
+    assert got[0]["argv"] == ["vx0", "0.6"]
+    assert got[0]["env"]["TUNMON_TARGET"] == target
+    assert len(probe_lines(r)) >= 2
+
+
+def test_the_probe_never_fires_while_traffic_flows(run):
+    r = run
+    target = netbed.tunnel_addr(0, "provider")
+    r.start(write_config(r, '<net_device probe="icmp" target="%s">vx0</net_device>' % target))
+    traffic = r.bed.start_traffic([target], interval=0.02)
+    try:
+        assert r.bed.wait_rx(r.bed.router, "vx0", 5)
+        mark = len(r.proc.lines)
+        time.sleep(2.0)
+        flowing = [line for _, line in r.proc.lines[mark:]]
+    finally:
+        traffic.kill()
+    assert [line for line in flowing if line.startswith("trace: probe ")] == []
+    assert sum(1 for line in flowing if line.startswith("trace: after ")) >= 8
+
+
+def test_a_link_down_is_reported_and_passed_to_scripts(run):
+    r = run
+    alert = r.script("alert.sh")
+    # Traffic flows over the underlay before tunmon starts, so the only silence is the outage.
+    traffic = r.bed.start_traffic([netbed.PROVIDER_WAN], interval=0.02)
+    try:
+        assert r.bed.wait_rx(r.bed.router, netbed.UNDERLAY, 5)
+        r.start(write_config(r, "<net_device>%s</net_device>" % netbed.UNDERLAY,
+                             "<actions><action><time>0.6</time><script>%s</script></action>"
+                             "</actions>" % alert))
+        time.sleep(0.5)
+        assert r.records() == [], r.stderr()
+        r.bed.underlay_down()    # the provider's end of the veth goes down: no carrier here
+        got = r.wait_for("alert.sh", 3 + SLACK)
+    finally:
+        traffic.kill()
+    assert got[0]["env"]["TUNMON_LINK"] == "down"
+    assert any(line == "trace: %s: link down" % netbed.UNDERLAY for _, line in r.proc.lines)
+
+
+def test_proc_and_sysfs_sources_make_the_same_decisions(bed_factory, interp, tmp_path):
+    bed = bed_factory(2)
+    runs = {}
+    for source in ("proc", "sysfs"):
+        folder = tmp_path / source
+        folder.mkdir()
+        r = Run(bed, interp_name(interp), folder)
+        ping = r.script("ping.sh")
+        rebuild = r.script("rebuild.sh")
+        restored = r.script("restored.sh")
+        ladder = ("<actions><action><time>0.6</time><script>%s</script></action>"
+                  "<action><time>1.2</time><script>%s</script></action></actions>"
+                  "<restore_dev><script>%s</script></restore_dev>" % (ping, rebuild, restored))
+        r.start(write_config(r, "<net_device>vx0</net_device><net_device>vx1</net_device>",
+                             ladder, "<counter_source>%s</counter_source>" % source))
+        assert "counters from %s" % source in r.stderr()
+        runs[source] = r
+    traffic = bed.start_traffic([netbed.tunnel_addr(0, "provider"),
+                                 netbed.tunnel_addr(1, "provider")], interval=0.02)
+    try:
+        assert bed.wait_rx(bed.router, "vx1", 5)
+        time.sleep(0.5)
+        bed.break_endpoint(1)
+        # Both climb the ladder; then the tunnel is repaired for both at once (a rebuild
+        # script of one would repair it under the other's feet).
+        for r in runs.values():
+            r.wait_for("rebuild.sh", 4)
+        bed.repair_endpoint(1)
+        for r in runs.values():
+            r.wait_for("restored.sh", 4)
+        time.sleep(0.5)
+    finally:
+        traffic.kill()
+    decisions = {}
+    for source, r in runs.items():
+        decisions[source] = [(rec["name"], rec["argv"][0]) for rec in r.records()]
+    assert decisions["proc"] == decisions["sysfs"] == [
+        ("ping.sh", "vx1"), ("rebuild.sh", "vx1"), ("restored.sh", "vx1")]
+    for r in runs.values():
+        assert [rec["argv"][1] for rec in r.records()[:2]] == ["0.6", "1.2"]
