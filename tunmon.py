@@ -37,7 +37,7 @@ DEFAULT_PROC = "/proc/net/dev"
 DEFAULT_SYS = "/sys/class/net"
 HOTPLUG_CALL = "/sbin/hotplug-call"
 KILL_GRACE = 5.0        # seconds between SIGTERM and SIGKILL for a script
-STOP_GRACE = 5.0        # seconds tunmon waits for scripts on shutdown before SIGKILL
+STOP_GRACE = 2.0        # seconds tunmon waits for scripts on shutdown before SIGKILL
 SIGHUP, SIGINT, SIGKILL, SIGTERM = 1, 2, 9, 15
 
 ENOENT = 2
@@ -684,22 +684,26 @@ class SystemRunner:
 
     The command goes through /bin/sh only to background it; every word is single-quoted, so
     nothing in it is interpreted.  The job writes the script's pid and, when it ends, its exit
-    code into small files that poll() looks at.  Limits: the script is not in a process group
-    of its own (signals reach it, not what it forked), and tunmon cannot catch signals.
+    code into small files that poll() looks at.  If a `setsid` command exists (util-linux,
+    or busybox built with it), the script leads a process group of its own and signals reach
+    what it forked too; without it only the script itself is signalled.  tunmon cannot catch
+    signals in this mode.
     """
 
     name = "system"
 
-    def __init__(self, state_dir):
+    def __init__(self, state_dir, setsid):
         self.state_dir = state_dir
+        self.setsid = setsid    # path of a setsid command, or None
         self.counter = 0
-        self.files = {}         # pid-file path or real pid -> base path of the job's files
+        self.files = {}         # job handle -> base path of the job's files
 
     def spawn(self, path, argv, env):
         self.counter += 1
         base = "%s/job%d" % (self.state_dir, self.counter)
         assignments = " ".join(key + "=" + shell_quote(env[key]) for key in env)
-        command = " ".join(shell_quote(word) for word in [path] + argv[1:])
+        words = ([self.setsid] if self.setsid else []) + [path] + argv[1:]
+        command = " ".join(shell_quote(word) for word in words)
         os.system("(%s exec %s </dev/null & echo $! >%s.pid; wait $!; echo $? >%s.tmp; "
                   "mv %s.tmp %s.rc) >/dev/null 2>&1 &"
                   % (assignments, command, base, base, base, base))
@@ -722,7 +726,8 @@ class SystemRunner:
     def signal_group(self, handle, sig):
         pid = self._pid(handle)
         if pid:
-            os.system("kill -%d %d 2>/dev/null" % (sig, pid))
+            # A background job is no group leader, so setsid made the script one: -pid.
+            os.system("kill -%d %s%d 2>/dev/null" % (sig, "-" if self.setsid else "", pid))
 
     def _pid(self, handle):
         try:
@@ -762,7 +767,7 @@ def make_runner(choice=None):
         os.mkdir(state_dir)
     except OSError:
         pass
-    return SystemRunner(state_dir)
+    return SystemRunner(state_dir, find_program("setsid"))
 
 
 def getpid():
