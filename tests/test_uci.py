@@ -3,10 +3,12 @@
 Every test that runs the command line runs under CPython and MicroPython (the `interp`
 fixture). The syntax cases follow UCI's own parser (openwrt/uci, file.c): quoting, comments,
 one-letter keywords, `;`, lists and deletions. Golden files: tests/golden/uci_NAME.uci is
-translated to exactly tests/golden/uci_NAME.xml.
+translated to exactly tests/golden/uci_NAME.xml. The `uci` commands of uci/README.md's
+examples are run through a small stand-in for `uci` and the results checked.
 """
 import glob
 import os
+import shlex
 import subprocess
 import sys
 
@@ -21,6 +23,8 @@ import tunmon_xml  # noqa: E402
 
 GOLDEN = os.path.join(ROOT, "tests", "golden")
 FULL_UCI = os.path.join(GOLDEN, "uci_full.uci")
+FEATURES_UCI = os.path.join(GOLDEN, "uci_features.uci")
+README = os.path.join(ROOT, "uci", "README.md")
 SHIPPED = os.path.join(ROOT, "uci", "tunmon.config")
 
 
@@ -68,12 +72,13 @@ def texts(xml, tag):
 
 
 def checked_ladder(interp, xml):
-    """`tunmon.py -c xml --check`: its lines on devices, core settings and the ladder."""
+    """`tunmon.py -c xml --check`: its output after the `FILE: valid` line (settings, devices,
+    the ladder)."""
     result = run_tunmon(interp, "-c", xml, "--check")
     assert result.returncode == 0, result.stderr
-    return [line for line in result.stdout.splitlines()
-            if line.split(" ", 1)[0] in ("interval", "pidfile", "action", "retry", "restore",
-                                         "post_restore_any")]
+    lines = result.stdout.splitlines()
+    assert lines[0] == "%s: valid" % xml
+    return lines[1:]
 
 
 def shipped_config(uncommented=False, enabled=False):
@@ -195,6 +200,8 @@ def test_later_option_replaces_and_empty_option_deletes(interp, tmp_path):
 # ---- errors ---------------------------------------------------------------------------------
 
 MAIN = "config tunmon 'main'\n"
+TUN = "config device 'tun'\n\toption name tun0\n"
+WAN = "config device 'wan'\n\toption name pppoe-wan\n"
 # (case, UCI text, line of the error, part of its message)
 ERRORS = [
     ("unknown command", MAIN + "\toptoin trace 1\n", 2, "unknown command 'optoin'"),
@@ -215,10 +222,17 @@ ERRORS = [
      "tunmon.main.trace: 'maybe' is not a boolean"),
     ("unknown section type", MAIN + "config acton\n\toption time 5\n", 2,
      "tunmon.@acton[0]: unknown section type 'acton' (known: tunmon, device, action, retry,"
-     " restore, post_restore_any)"),
+     " restore, post_restore_any, stats)"),
     ("unknown option", MAIN + "\toption intervall 5\n", 2,
      "tunmon.main.intervall: unknown option (a tunmon section takes: enabled, interpreter,"
-     " interval, pidfile, script_timeout, max_scripts, trace, hotplug)"),
+     " interval, pidfile, script_timeout, max_scripts, trace, hotplug, counter_source,"
+     " link_down_is_silence, status_file, status_interval)"),
+    ("unknown device option", "config device\n\toption name tun0\n\toption ping icmp\n", 3,
+     "tunmon.@device[0].ping: unknown option (a device section takes: name, target, probe,"
+     " min_rx_bytes, depends, link_down_is_silence)"),
+    ("unknown stats option", "config stats\n\toption file /tmp/s\n\toption port 9\n", 3,
+     "tunmon.@stats[0].port: unknown option (a stats section takes: interval, file, max_size,"
+     " udp, format)"),
     ("first unknown option in file order", MAIN + "\toption zzz 1\n\toption aaa 1\n", 2,
      "tunmon.main.zzz: unknown option"),
     ("global section under another name", "config tunmon 'global'\n", 1,
@@ -270,6 +284,84 @@ ERRORS = [
      "tunmon.main.enabled is on but no device is configured"),
     ("another package", "package network\n", 1, "package 'network' is not tunmon's config"),
     ("package after a section", MAIN + "package tunmon\n", 2, "'package' after the first section"),
+    # global options for link state, counters and status
+    ("bad counter_source", MAIN + "\toption counter_source netlink\n", 2,
+     "tunmon.main.counter_source: 'netlink' is not one of auto, proc, sysfs"),
+    ("bad link_down_is_silence", MAIN + "\toption link_down_is_silence sometimes\n", 2,
+     "tunmon.main.link_down_is_silence: 'sometimes' is not a boolean"),
+    ("relative status_file", MAIN + "\toption status_file status.json\n", 2,
+     "tunmon.main.status_file: 'status.json' is not an absolute path"),
+    ("status_interval 0", MAIN + "\toption status_interval 0\n", 2,
+     "tunmon.main.status_interval: must be more than 0"),
+    ("bad status_interval", MAIN + "\toption status_interval often\n", 2,
+     "tunmon.main.status_interval: 'often' is not a time"),
+    # per-device settings
+    ("target of two words", TUN + "\toption target '10.0.0.1 10.0.0.2'\n", 3,
+     "tunmon.tun.target: '10.0.0.1 10.0.0.2' is not one word"),
+    ("bad probe", TUN + "\toption target 10.0.0.1\n\toption probe udp\n", 4,
+     "tunmon.tun.probe: 'udp' is not one of icmp, none"),
+    ("probe without target", TUN + "\toption probe icmp\n", 3,
+     "tunmon.tun.probe: icmp needs option target (the address to probe)"),
+    ("negative min_rx_bytes", TUN + "\toption min_rx_bytes -1\n", 3,
+     "tunmon.tun.min_rx_bytes: '-1' is not a whole number >= 0"),
+    ("bad device link_down_is_silence", TUN + "\toption link_down_is_silence 2\n", 3,
+     "tunmon.tun.link_down_is_silence: '2' is not a boolean"),
+    ("depends on nothing watched", TUN + "\toption depends wan\n", 3,
+     "tunmon.tun.depends: 'wan' is neither a device section nor a watched device"),
+    ("depends of two words", TUN + "\toption depends 'wan lan'\n", 3,
+     "tunmon.tun.depends: 'wan lan' is not one word"),
+    ("depends on a section of several devices",
+     "config device 'wg'\n\tlist name wg0\n\tlist name wg1\n" + TUN + "\toption depends wg\n",
+     6, "tunmon.tun.depends: the device section tunmon.wg watches several devices (wg0, wg1):"
+     " depend on one of them"),
+    ("depends on itself", TUN + "\toption depends tun\n", 3,
+     "tunmon.tun.depends: dependency cycle: tun0 -> tun0"),
+    ("depends on its own section", "config device 'pair'\n\tlist name a\n\tlist name b\n"
+     "\toption depends a\n", 4, "tunmon.pair.depends: dependency cycle: a -> a"),
+    ("dependency cycle", WAN + "\toption depends tun0\n" + TUN + "\toption depends wan\n", 3,
+     "tunmon.wan.depends: dependency cycle: pppoe-wan -> tun0 -> pppoe-wan"),
+    ("longer dependency cycle, reported at the first device in it",
+     TUN + WAN + "\toption depends 6in4-x\nconfig device\n\toption name 6in4-x\n"
+     "\toption depends tun\n\nconfig device 'tun'\n\toption depends pppoe-wan\n", 11,
+     "tunmon.tun.depends: dependency cycle: tun0 -> pppoe-wan -> 6in4-x -> tun0"),
+    ("ambiguous reference", WAN + "config device\n\toption name wan\n\toption depends wan\n", 5,
+     "tunmon.@device[1].depends: 'wan' is ambiguous: the device section tunmon.wan watches"
+     " pppoe-wan, and wan is a watched device too (rename the section)"),
+    # ladder entries limited to devices
+    ("action for a device not watched", TUN + "config action\n\toption time 5\n"
+     "\toption script /bin/true\n\tlist device tun0\n\tlist device tun9\n", 7,
+     "tunmon.@action[0].device: 'tun9' is neither a device section nor a watched device"),
+    ("retry for a device not watched, in an option of several",
+     TUN + "config retry 'again'\n\toption interval 5\n\toption script /bin/true\n"
+     "\toption device 'tun wg0'\n", 6,
+     "tunmon.again.device: 'wg0' is neither a device section nor a watched device"),
+    ("restore for no device", TUN + "config restore\n\toption script /bin/true\n"
+     "\toption device ' '\n", 5, "tunmon.@restore[0].device: empty value"),
+    ("post_restore_any for a device not watched", TUN + "config post_restore_any\n"
+     "\tlist script /bin/true\n\tlist device tun1\n", 5,
+     "tunmon.@post_restore_any[0].device: 'tun1' is neither a device section nor a watched"
+     " device"),
+    ("device limit in a config without devices",
+     "config action\n\toption time 5\n\toption script /bin/true\n\tlist device tun0\n", 4,
+     "tunmon.@action[0].device: 'tun0' is neither a device section nor a watched device"),
+    # statistics
+    ("two stats sections", "config stats\n\toption file /tmp/a\nconfig stats 'more'\n"
+     "\toption udp host:1\n", 3, "tunmon.more: only one stats section is allowed"
+     " (the first is at line 1)"),
+    ("stats without an output", "config stats\n\toption interval 5\n", 1,
+     "tunmon.@stats[0]: needs option file or udp (or both)"),
+    ("stats udp without a port", "config stats\n\toption udp 192.0.2.1\n", 2,
+     "tunmon.@stats[0].udp: '192.0.2.1' is not host:port"),
+    ("stats udp port out of range", "config stats\n\toption udp '[::1]:65536'\n", 2,
+     "tunmon.@stats[0].udp: '[::1]:65536' is not host:port"),
+    ("stats format", "config stats\n\toption file /tmp/s\n\toption format csv\n", 3,
+     "tunmon.@stats[0].format: 'csv' is not one of json, influx"),
+    ("stats max_size", "config stats\n\toption file /tmp/s\n\toption max_size 1G\n", 3,
+     "tunmon.@stats[0].max_size: '1G' is not a whole number >= 1"),
+    ("stats relative file", "config stats\n\toption file stats.txt\n", 2,
+     "tunmon.@stats[0].file: 'stats.txt' is not an absolute path"),
+    ("stats interval 0", "config stats\n\toption file /tmp/s\n\toption interval 0\n", 3,
+     "tunmon.@stats[0].interval: must be more than 0"),
 ]
 
 
@@ -324,6 +416,7 @@ def test_translation_checks_with_the_intended_ladder(interp, tmp_path):
     assert checked_ladder(interp, xml) == [
         "interval 2.5s; watching 6in4-wan6, tun0, wg0, gre4-office",
         "pidfile (none); script_timeout 120s; max_scripts 4; trace off; hotplug on",
+        "counters auto; link down is silence on; status /var/run/tunmon/status.json every 10s",
         "action 1 at 10s silence (4 ticks): /usr/share/tunmon/ping.sh -c 1 2001:db8::1",
         "action 2 at 45s silence (18 ticks): /usr/share/tunmon/ifup.sh",
         "retry 1 every 120s (48 ticks) after 45s, first at 165s: /usr/share/tunmon/ifup.sh",
@@ -334,6 +427,83 @@ def test_translation_checks_with_the_intended_ladder(interp, tmp_path):
         "post_restore_any 1: /etc/tunmon/routes.sh",
         "post_restore_any 2: /etc/tunmon/notify.sh all tunnels up",
     ]
+
+
+def test_every_golden_translation_loads():
+    for name in GOLDEN_NAMES:
+        config = tunmon_xml.parse_config(read(os.path.join(GOLDEN, name + ".xml")),
+                                         "/var/etc/tunmon.xml")
+        assert config.devices, name
+
+
+def test_new_options_load_as_the_intended_config():
+    config = tunmon_xml.parse_config(tunmon_uci.uci_to_xml(read(FEATURES_UCI), "features.uci"),
+                                     "/var/etc/tunmon.xml")
+    assert (config.counter_source, config.link_down_is_silence, config.status_file,
+            config.status_interval) == ("sysfs", False, "/var/run/tunmon/status.json", 30.0)
+    settings = [(name, device.target, device.probe, device.min_rx_bytes, device.depends,
+                 device.link_down_is_silence)
+                for name, device in [(name, config.device[name]) for name in config.devices]]
+    assert settings == [
+        ("pppoe-wan", None, None, 600, None, True),
+        ("6in4-henet", "2001:470:20::2", None, 0, "pppoe-wan", None),
+        # one section, two interfaces: the same settings
+        ("wg0", "10.0.0.1", "icmp", 0, "pppoe-wan", None),
+        ("wg1", "10.0.0.1", "icmp", 0, "pppoe-wan", None),
+        ("gre4-lab", "lab.example.net", None, 0, None, None),
+    ]
+    assert [action.devices for action in config.actions] == [
+        ["6in4-henet"], ["6in4-henet", "wg0", "wg1"], ["pppoe-wan"], None]
+    assert [retry.devices for retry in config.retries] == [["6in4-henet", "wg1", "wg0"]]
+    assert [script.devices for script in config.restores] == [
+        ["6in4-henet"], ["6in4-henet"], None]
+    assert [script.devices for script in config.post_restores] == [["wg0", "wg1", "gre4-lab"]]
+    stats = config.stats
+    assert (stats.interval, stats.file, stats.max_size, stats.udp, stats.format) == (
+        60.0, "/tmp/tunmon/stats.jsonl", 65536, ("2001:db8::9", 8089), "influx")
+
+
+def test_new_options_check_with_per_device_settings_and_limits(interp, tmp_path):
+    xml = str(tmp_path / "tunmon.xml")
+    assert run_tunmon(interp, "--uci-to-xml", FEATURES_UCI, "--output", xml).returncode == 0
+    assert checked_ladder(interp, xml) == [
+        "interval 5s; watching pppoe-wan, 6in4-henet, wg0, wg1, gre4-lab",
+        "pidfile (none); script_timeout 60s; max_scripts 8; trace off; hotplug off",
+        "counters sysfs; link down is silence off; status /var/run/tunmon/status.json every 30s",
+        "device pppoe-wan: min_rx_bytes 600, link down is silence on",
+        "device 6in4-henet: target 2001:470:20::2, depends on pppoe-wan",
+        "device wg0: probe icmp to 10.0.0.1, depends on pppoe-wan",
+        "device wg1: probe icmp to 10.0.0.1, depends on pppoe-wan",
+        "device gre4-lab: target lab.example.net",
+        "action 1 at 15s silence (3 ticks): /usr/share/tunmon/ping.sh 2001:470:20::2"
+        " [for 6in4-henet]",
+        "action 2 at 60s silence (12 ticks): /usr/share/tunmon/ifup.sh [for 6in4-henet, wg0, wg1]",
+        "action 3 at 120s silence (24 ticks): /usr/bin/logger -t tunmon uplink silent"
+        " [for pppoe-wan]",
+        "action 4 at 30s silence (6 ticks): /usr/share/tunmon/log.sh",
+        "retry 1 every 300s (60 ticks) after 60s, first at 360s: /usr/share/tunmon/ifup.sh"
+        " [for 6in4-henet, wg1, wg0]",
+        "restore 1: /usr/share/tunmon/log.sh [for 6in4-henet]",
+        "restore 2: /etc/tunmon/routes.sh v6 up [for 6in4-henet]",
+        "restore 3: /usr/share/tunmon/log.sh uplink back",
+        "post_restore_any 1: /etc/tunmon/notify.sh [for wg0, wg1, gre4-lab]",
+    ]
+
+
+def test_depends_and_device_take_section_or_interface_names(interp, tmp_path):
+    xml = translate(interp, tmp_path,
+                    "config device 'uplink'\n\toption name eth0.2\n"
+                    "config device\n\toption name 6in4-a\n\toption depends uplink\n"
+                    "config device 'b'\n\toption name 6in4-b\n\toption depends eth0.2\n"
+                    # a section named like the interface it watches is no ambiguity
+                    "config device 'wg0'\n\toption name wg0\n\toption depends wg0_up\n"
+                    "config device 'wg0_up'\n\toption name wg1\n"
+                    "config action\n\toption time 5\n\toption script /bin/true\n"
+                    "\tlist device 'b uplink'\n\tlist device wg0\n\tlist device 6in4-b\n")
+    assert ('<net_device depends="eth0.2">6in4-a</net_device>' in xml
+            and '<net_device depends="eth0.2">6in4-b</net_device>' in xml
+            and '<net_device depends="wg1">wg0</net_device>' in xml)
+    assert '<action device="6in4-b eth0.2 wg0">' in xml
 
 
 # ---- the shipped /etc/config/tunmon ---------------------------------------------------------
@@ -351,6 +521,7 @@ def test_shipped_example_uncommented_checks_with_the_6in4_ladder(interp, tmp_pat
     assert checked_ladder(interp, xml) == [
         "interval 5s; watching 6in4-henet",
         "pidfile (none); script_timeout 60s; max_scripts 8; trace off; hotplug off",
+        "counters auto; link down is silence on; status /var/run/tunmon/status.json every 10s",
         "action 1 at 15s silence (3 ticks): /usr/share/tunmon/ping.sh 2001:470:20::2",
         "action 2 at 60s silence (12 ticks): /usr/share/tunmon/ifup.sh",
         "retry 1 every 300s (60 ticks) after 60s, first at 360s: /usr/share/tunmon/ifup.sh",
@@ -387,6 +558,111 @@ def test_uci_enabled(interp, tmp_path, text, expected):
     result = subprocess.run(list(interp) + ["-c", program], capture_output=True, text=True,
                             timeout=60)
     assert result.stdout.startswith(expected), result.stderr
+
+
+# ---- uci/README.md's examples ---------------------------------------------------------------
+
+class UciStandIn:
+    """Just enough of `uci set`, `uci add`, `uci add_list` and `uci commit` to run the README's
+    examples on a config; export() writes the result as `uci export tunmon` does."""
+
+    def __init__(self, text):
+        # [type, name or None, {option: ["option" or "list", [values]]}], in file order
+        self.sections = []
+        for section in tunmon_uci.parse_uci(text, "tunmon"):
+            name = None if section.path.startswith("tunmon.@") else section.path[len("tunmon."):]
+            self.sections.append([section.kind, name, dict(
+                (option, ["option" if len(items) == 1 else "list",
+                          [value for value, line in items]])
+                for option, items in section.options.items())])
+
+    def section(self, reference):
+        if reference.startswith("@"):  # @type[index]
+            kind, index = reference[1:-1].split("[")
+            return [section for section in self.sections if section[0] == kind][int(index)]
+        return [section for section in self.sections if section[1] == reference][0]
+
+    def run(self, line):
+        words = shlex.split(line, comments=True)
+        assert words[:1] == ["uci"], line
+        if words[1] == "commit":
+            return
+        if words[1] == "add":  # uci add tunmon TYPE
+            self.sections.append([words[3], None, {}])
+            return
+        key, value = words[2].split("=", 1)
+        path = key.split(".")
+        assert path[0] == "tunmon" and len(words) == 3, line
+        if len(path) == 2:  # uci set tunmon.NAME=TYPE
+            known = [section for section in self.sections if section[1] == path[1]]
+            if known:
+                known[0][0] = value
+            else:
+                self.sections.append([value, path[1], {}])
+        elif words[1] == "set":
+            self.section(path[1])[2][path[2]] = ["option", [value]]
+        else:
+            assert words[1] == "add_list", line
+            option = self.section(path[1])[2].setdefault(path[2], ["list", []])
+            option[0] = "list"
+            option[1].append(value)
+
+    def export(self):
+        lines = ["package tunmon"]
+        for kind, name, options in self.sections:
+            lines.extend(["", "config %s%s" % (kind, " '%s'" % name if name else "")])
+            for option, (keyword, values) in options.items():
+                lines.extend(["\t%s %s '%s'" % (keyword, option, value.replace("'", "'\\''"))
+                              for value in values])
+        return "\n".join(lines) + "\n"
+
+
+def readme_example(title):
+    """The code lines (indented by 4 in the README) of the example under `### title`."""
+    body = read(README).split("\n### %s\n" % title, 1)[1].split("\n#", 1)[0]
+    return [line[4:] for line in body.split("\n") if line.startswith("    ")]
+
+
+def run_readme_example(title):
+    """The shipped config after the example's `uci` commands, as `uci export` prints it."""
+    uci = UciStandIn(shipped_config())
+    for line in readme_example(title):
+        if line.startswith("uci "):
+            uci.run(line)
+    return uci.export()
+
+
+def test_readme_one_ladder_example(interp, tmp_path):
+    exported = run_readme_example("One ladder for every device")
+    code = readme_example("One ladder for every device")
+    # The export shown, blank lines aside, is part of the stand-in's.
+    shown = "\n".join(code[code.index("config device 'wg'"):]) + "\n"
+    assert shown in "\n".join([line for line in exported.split("\n") if line]) + "\n"
+    xml = str(tmp_path / "tunmon.xml")
+    assert run_tunmon(interp, "--uci-to-xml", write(tmp_path, exported), "--output",
+                      xml).returncode == 0
+    assert checked_ladder(interp, xml)[0] == "interval 5s; watching wg0, wg1"
+
+
+def test_readme_per_device_example_checks_as_shown(interp, tmp_path):
+    title = "A ladder per device: an uplink, a WireGuard uplink and a 6in4 tunnel"
+    exported = run_readme_example(title)
+    assert "\toption depends 'wan'\n" in exported and "\tlist device 'henet'\n" in exported
+    xml = str(tmp_path / "tunmon-check.xml")
+    assert run_tunmon(interp, "--uci-to-xml", write(tmp_path, exported), "--output",
+                      xml).returncode == 0
+    code = readme_example(title)
+    shown = code[code.index("/var/etc/tunmon-check.xml: valid") + 1:]
+    assert checked_ladder(interp, xml) == shown
+
+
+def test_readme_status_and_statistics_example(interp, tmp_path):
+    xml = translate(interp, tmp_path, run_readme_example("Status and statistics"))
+    assert texts(xml, "status_interval") == ["30"]
+    stats = [element for element in tunmon_xml.parse_xml(xml).children if element.tag == "stats"]
+    assert [(child.tag, child.text) for child in stats[0].children] == [
+        ("interval", "1m"), ("file", "/tmp/tunmon-stats.txt"), ("max_size", "64k"),
+        ("udp", "192.168.1.10:8089"), ("format", "influx")]
 
 
 # ---- command line ---------------------------------------------------------------------------

@@ -13,30 +13,56 @@ Schema (package `tunmon`; every section may be named or anonymous unless said ot
         option max_scripts '8'            -> <max_scripts>     whole number >= 1
         option trace '0'                  -> <trace>           boolean, written as 0/1
         option hotplug '0'                -> <hotplug>         boolean, written as 0/1
+        option counter_source 'auto'      -> <counter_source>  auto | proc | sysfs
+        option link_down_is_silence '1'   -> <link_down_is_silence>  boolean
+        option status_file '/var/run/tunmon/status.json'   -> <status_file>  absolute path
+        option status_interval '10'       -> <status_interval> time > 0
     config device                         -> <net_devices><net_device>, one per name
-        option name '6in4-henet'          required; `list name` watches several devices
+        option name '6in4-henet'          required; `list name` watches several devices,
+                                          which share the options below (XML attributes)
+        option target '2001:db8::1'       address or host name (probe, TUNMON_TARGET)
+        option probe 'icmp'               icmp | none; icmp needs target
+        option min_rx_bytes '0'           whole number >= 0
+        option depends 'wan'              a device reference (below), exactly one device
+        option link_down_is_silence '1'   boolean
     config action                         -> <actions><action><time/><script/></action>
         option time '15'                  required, time
         option script '/usr/share/tunmon/ping.sh'   required, one script
+        list device 'wg0'                 optional: only for these devices (device="...")
     config retry                          -> <retry_actions><retry><interval/><script/></retry>
         option interval '5m'              required, time
         option script '/usr/share/tunmon/ifup.sh'   required, one script
+        list device 'wg0'                 optional, as for action
     config restore                        -> <restore_dev><script/>...
         list script '/usr/share/tunmon/log.sh'      required; option or list
+        list device 'wg0'                 optional, set on each of the section's scripts
     config post_restore_any               -> <post_restore_any><script/>...
         list script '...'                 required; option or list
+        list device 'wg0'                 optional, as for restore
+    config stats                          -> <stats>; at most one; needs file or udp
+        option interval '60'              time > 0
+        option file '/tmp/tunmon.stats'   absolute path
+        option max_size '64k'             bytes, suffix k or M
+        option udp '192.0.2.9:8089'       host:port ([v6]:port)
+        option format 'json'              json | influx
+
+A device reference (depends, device) is the name of a named device section, standing for the
+interfaces it watches, or a watched interface name; a name that would mean both, differently,
+is an error. A `device` value may hold several references separated by spaces.
 
 Times take the XML syntax (15, 2.5, 4m; suffixes s m h d). Sections keep file order. Only the
-options that are set are written, so defaults live in one place, the XML loader. A script's
-first word must be absolute or a bare command on PATH: a relative path would resolve against
-the generated XML's directory. A disabled config may name no device (the shipped default);
-an enabled one must name at least one. Output is a pure function of the input text.
+options that are set are written, so defaults live in one place, the XML loader, whose own
+parsers check every value. A script's first word must be absolute or a bare command on PATH,
+and status and stats files absolute paths: a relative path would resolve against the generated
+XML's directory. A disabled config may name no device (the shipped default); an enabled one
+must name at least one. Output is a pure function of the input text.
 """
 import os
 import sys
 
-from tunmon_xml import (MIN_INTERVAL, ConfigError, escape, os_error_text, parse_bool,
-                        parse_count, parse_seconds, split_words)
+from tunmon_xml import (DEVICE_ATTRIBUTES, GLOBAL_VALUES, MIN_INTERVAL, STATS_VALUES,
+                        ConfigError, escape, os_error_text, parse_bool, parse_count,
+                        parse_seconds, split_words)
 
 NAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_"
 BLANKS = " \t\r\f\v"
@@ -287,7 +313,36 @@ def _script(value):
     return value
 
 
+def _xml(table, key):
+    """The check of the XML loader itself for `key` of `table` (GLOBAL_VALUES, ...)."""
+    parse = table[key][1]
+
+    def check(value):
+        parse(value.strip())
+        return value.strip()
+    return check
+
+
+def _path(value):
+    if not value.startswith("/"):
+        raise ValueError("'%s' is not an absolute path" % _shown(value))
+    return value
+
+
+def _one_word(value):
+    if len(value.split()) != 1:
+        raise ValueError("'%s' is not one word" % _shown(value))
+    return value.strip()
+
+
+def _words(value):
+    if not value.split():
+        raise ValueError("empty value")
+    return value
+
+
 # Per section type, in README order: (option, check, may be a list, required).
+DEVICE_LIMIT = ("device", _words, True, False)
 SCHEMA = (
     ("tunmon", (("enabled", _bool, False, False),
                 ("interpreter", _interpreter, False, False),
@@ -296,15 +351,35 @@ SCHEMA = (
                 ("script_timeout", _timeout, False, False),
                 ("max_scripts", _count, False, False),
                 ("trace", _bool, False, False),
-                ("hotplug", _bool, False, False))),
-    ("device", (("name", _device, True, True),)),
-    ("action", (("time", _time, False, True), ("script", _script, False, True))),
-    ("retry", (("interval", _time, False, True), ("script", _script, False, True))),
-    ("restore", (("script", _script, True, True),)),
-    ("post_restore_any", (("script", _script, True, True),)),
+                ("hotplug", _bool, False, False),
+                ("counter_source", _xml(GLOBAL_VALUES, "counter_source"), False, False),
+                ("link_down_is_silence", _bool, False, False),
+                ("status_file", _path, False, False),
+                ("status_interval", _xml(GLOBAL_VALUES, "status_interval"), False, False))),
+    ("device", (("name", _device, True, True),
+                ("target", _one_word, False, False),
+                ("probe", _xml(DEVICE_ATTRIBUTES, "probe"), False, False),
+                ("min_rx_bytes", _xml(DEVICE_ATTRIBUTES, "min_rx_bytes"), False, False),
+                ("depends", _one_word, False, False),
+                ("link_down_is_silence", _bool, False, False))),
+    ("action", (("time", _time, False, True), ("script", _script, False, True), DEVICE_LIMIT)),
+    ("retry", (("interval", _time, False, True), ("script", _script, False, True),
+               DEVICE_LIMIT)),
+    ("restore", (("script", _script, True, True), DEVICE_LIMIT)),
+    ("post_restore_any", (("script", _script, True, True), DEVICE_LIMIT)),
+    ("stats", (("interval", _xml(STATS_VALUES, "interval"), False, False),
+               ("file", _path, False, False),
+               ("max_size", _xml(STATS_VALUES, "max_size"), False, False),
+               ("udp", _xml(STATS_VALUES, "udp"), False, False),
+               ("format", _xml(STATS_VALUES, "format"), False, False))),
 )
 # Global options that become XML elements of the same name, in XML order.
-GLOBAL_ELEMENTS = ("interval", "pidfile", "script_timeout", "max_scripts", "trace", "hotplug")
+GLOBAL_ELEMENTS = ("interval", "pidfile", "script_timeout", "max_scripts", "trace", "hotplug",
+                   "counter_source", "link_down_is_silence", "status_file", "status_interval")
+# Device options that become attributes of <net_device>, and stats options (children of
+# <stats>), in XML order.
+DEVICE_OPTIONS = ("target", "probe", "min_rx_bytes", "depends", "link_down_is_silence")
+STATS_ELEMENTS = ("interval", "file", "max_size", "udp", "format")
 # (XML forbids "--" inside a comment.)
 GENERATED_NOTE = "<!-- Generated by tunmon from /etc/config/tunmon: edit that file instead. -->"
 
@@ -373,39 +448,61 @@ def uci_enabled(text, filename):
 
 def uci_to_xml(text, filename):
     """Translate UCI text into tunmon's XML config; errors are ConfigErrors at UCI file:line."""
+    sections = [(section, _section_values(section, filename))
+                for section in parse_uci(text, filename)]
     settings = {}
-    devices = []
-    actions = []
-    retries = []
-    restore_scripts = []
-    post_restore_scripts = []
-    for section in parse_uci(text, filename):
-        values = _section_values(section, filename)
+    devices = []    # (interface name, line, its section's values, its section's path)
+    groups = {}     # name of a named device section -> the interface names it watches
+    stats = []
+    for section, values in sections:
         if section.kind == "tunmon":
             settings = values
         elif section.kind == "device":
+            _check_probe(values, section.path, filename)
             for name, line in values["name"]:
-                _add_device(devices, name, line, filename)
-        elif section.kind == "action":
-            actions.append((_value(values, "time"), _value(values, "script")))
-        elif section.kind == "retry":
-            retries.append((_value(values, "interval"), _value(values, "script")))
-        elif section.kind == "restore":
-            restore_scripts.extend([script for script, line in values["script"]])
-        else:
-            post_restore_scripts.extend([script for script, line in values["script"]])
+                _add_device(devices, (name, line, values, section.path), filename)
+            if not section.path.startswith("tunmon.@"):
+                groups[section.path[len("tunmon."):]] = [name for name, line in values["name"]]
+        elif section.kind == "stats":
+            stats.append((section, values))
     if not devices and "enabled" in settings and _value(settings, "enabled") == "1":
         raise ConfigError("tunmon.main.enabled is on but no device is configured"
                           " (add a 'config device' section with option name)",
                           filename, settings["enabled"][0][1])
+    watched = [device[0] for device in devices]
     lines = [GENERATED_NOTE, "<tun_mon>"]
-    _append_texts(lines, "net_devices", "net_device", [name for name, line in devices])
+    if devices:
+        lines.append("  <net_devices>")
+        underlays = _underlays(devices, groups, watched, filename)
+        for name, line, values, path in devices:
+            attributes = [(option, underlays[name][0] if option == "depends"
+                           else _value(values, option))
+                          for option in DEVICE_OPTIONS if option in values]
+            lines.append("    <net_device%s>%s</net_device>"
+                         % (_attributes(attributes), escape(name)))
+        lines.append("  </net_devices>")
     lines.extend(["  " + _element(name, _value(settings, name))
                   for name in GLOBAL_ELEMENTS if name in settings])
-    _append_steps(lines, "actions", "action", "time", actions)
-    _append_steps(lines, "retry_actions", "retry", "interval", retries)
-    _append_texts(lines, "restore_dev", "script", restore_scripts)
-    _append_texts(lines, "post_restore_any", "script", post_restore_scripts)
+    if stats:
+        lines.extend(_stats(stats, filename))
+    for kind, container, tag, time_tag in (("action", "actions", "action", "time"),
+                                           ("retry", "retry_actions", "retry", "interval")):
+        entries = []
+        for section, values in sections:
+            if section.kind == kind:
+                limit = _limit(values, section.path, groups, watched, filename)
+                entries.append("    <%s%s>%s%s</%s>"
+                               % (tag, limit, _element(time_tag, _value(values, time_tag)),
+                                  _element("script", _value(values, "script")), tag))
+        _append_container(lines, container, entries)
+    for kind, container in (("restore", "restore_dev"), ("post_restore_any", "post_restore_any")):
+        entries = []
+        for section, values in sections:
+            if section.kind == kind:
+                limit = _limit(values, section.path, groups, watched, filename)
+                entries.extend(["    <script%s>%s</script>" % (limit, escape(script))
+                                for script, line in values["script"]])
+        _append_container(lines, container, entries)
     lines.append("</tun_mon>")
     return "\n".join(lines) + "\n"
 
@@ -415,31 +512,100 @@ def _value(values, name):
     return values[name][0][0]
 
 
-def _add_device(devices, name, line, filename):
-    for known, known_line in devices:
-        if known == name:
-            raise ConfigError("device '%s' is already watched (line %d)" % (name, known_line),
-                              filename, line)
-    devices.append((name, line))
+def _add_device(devices, device, filename):
+    for known in devices:
+        if known[0] == device[0]:
+            raise ConfigError("device '%s' is already watched (line %d)" % (device[0], known[1]),
+                              filename, device[1])
+    devices.append(device)
+
+
+def _check_probe(values, path, filename):
+    if "probe" in values and _value(values, "probe") != "none" and "target" not in values:
+        raise ConfigError("%s.probe: %s needs option target (the address to probe)"
+                          % (path, _value(values, "probe")), filename, values["probe"][0][1])
+
+
+def _resolve(reference, groups, watched, where, line, filename):
+    """The interface names a device reference stands for: a named device section's names,
+    or a watched interface."""
+    names = groups.get(reference)
+    if names is None:
+        if reference in watched:
+            return [reference]
+        raise ConfigError("%s: '%s' is neither a device section nor a watched device"
+                          % (where, reference), filename, line)
+    if reference in watched and names != [reference]:
+        raise ConfigError("%s: '%s' is ambiguous: the device section tunmon.%s watches %s,"
+                          " and %s is a watched device too (rename the section)"
+                          % (where, reference, reference, ", ".join(names), reference),
+                          filename, line)
+    return names
+
+
+def _underlays(devices, groups, watched, filename):
+    """{device: (its underlay, line and path of its depends option)}; refuses cycles."""
+    underlays = {}
+    for name, line, values, path in devices:
+        if "depends" in values:
+            reference, depends_line = values["depends"][0]
+            where = path + ".depends"
+            names = _resolve(reference, groups, watched, where, depends_line, filename)
+            if len(names) != 1:
+                raise ConfigError("%s: the device section tunmon.%s watches several devices"
+                                  " (%s): depend on one of them"
+                                  % (where, reference, ", ".join(names)),
+                                  filename, depends_line)
+            underlays[name] = (names[0], depends_line, where)
+    for name in watched:
+        chain = [name]
+        while chain[-1] in underlays:
+            underlay = underlays[chain[-1]][0]
+            if underlay in chain:
+                first = underlays[name]
+                raise ConfigError("%s: dependency cycle: %s"
+                                  % (first[2], " -> ".join(chain + [underlay])),
+                                  filename, first[1])
+            chain.append(underlay)
+    return underlays
+
+
+def _limit(values, path, groups, watched, filename):
+    """The ` device="a b"` attribute for a section's `device` option, or ''."""
+    names = []
+    for text, line in values.get("device", ()):
+        for reference in text.split():
+            for name in _resolve(reference, groups, watched, path + ".device", line, filename):
+                if name not in names:
+                    names.append(name)
+    return _attributes([("device", " ".join(names))]) if names else ""
+
+
+def _stats(sections, filename):
+    """The <stats> lines of the one stats section; sections: [(section, values), ...]."""
+    section, values = sections[0]
+    if len(sections) > 1:
+        raise ConfigError("%s: only one stats section is allowed (the first is at line %d)"
+                          % (sections[1][0].path, section.line), filename, sections[1][0].line)
+    if "file" not in values and "udp" not in values:
+        raise ConfigError("%s: needs option file or udp (or both)" % section.path,
+                          filename, section.line)
+    return (["  <stats>"] + ["    " + _element(name, _value(values, name))
+                             for name in STATS_ELEMENTS if name in values] + ["  </stats>"])
+
+
+def _attributes(pairs):
+    return "".join([' %s="%s"' % (name, escape(text)) for name, text in pairs])
 
 
 def _element(tag, text):
     return "<%s>%s</%s>" % (tag, escape(text), tag)
 
 
-def _append_steps(lines, container, tag, time_tag, steps):
-    if steps:
+def _append_container(lines, container, entries):
+    if entries:
         lines.append("  <%s>" % container)
-        lines.extend(["    <%s>%s%s</%s>" % (tag, _element(time_tag, time),
-                                              _element("script", script), tag)
-                      for time, script in steps])
-        lines.append("  </%s>" % container)
-
-
-def _append_texts(lines, container, tag, texts):
-    if texts:
-        lines.append("  <%s>" % container)
-        lines.extend(["    " + _element(tag, text) for text in texts])
+        lines.extend(entries)
         lines.append("  </%s>" % container)
 
 
