@@ -3,7 +3,7 @@
 Every test that runs the command line runs under CPython and MicroPython (the `interp`
 fixture). The syntax cases follow UCI's own parser (openwrt/uci, file.c): quoting, comments,
 one-letter keywords, `;`, lists and deletions. Golden files: tests/golden/uci_NAME.uci is
-translated to exactly tests/golden/uci_NAME.xml. The `uci` commands of uci/README.md's
+translated to exactly tests/golden/uci_NAME.xml. The `uci` commands of README.md's
 examples are run through a small stand-in for `uci` and the results checked.
 """
 import glob
@@ -24,7 +24,7 @@ import tunmon_xml  # noqa: E402
 GOLDEN = os.path.join(ROOT, "tests", "golden")
 FULL_UCI = os.path.join(GOLDEN, "uci_full.uci")
 FEATURES_UCI = os.path.join(GOLDEN, "uci_features.uci")
-README = os.path.join(ROOT, "uci", "README.md")
+README = os.path.join(ROOT, "README.md")
 SHIPPED = os.path.join(ROOT, "uci", "tunmon.config")
 
 
@@ -560,7 +560,7 @@ def test_uci_enabled(interp, tmp_path, text, expected):
     assert result.stdout.startswith(expected), result.stderr
 
 
-# ---- uci/README.md's examples ---------------------------------------------------------------
+# ---- README.md's UCI examples ---------------------------------------------------------------
 
 class UciStandIn:
     """Just enough of `uci set`, `uci add`, `uci add_list` and `uci commit` to run the README's
