@@ -35,7 +35,8 @@ VERSION = "1.0.0"
 DEFAULT_CONFIG = "/etc/tunmon.xml"
 DEFAULT_PROC = "/proc/net/dev"
 DEFAULT_SYS = "/sys/class/net"
-HOTPLUG_CALL = "/sbin/hotplug-call"
+# The environment may name another hotplug-call: a test cannot put one into /sbin.
+HOTPLUG_CALL = os.getenv("TUNMON_HOTPLUG_CALL") or "/sbin/hotplug-call"
 KILL_GRACE = 5.0        # seconds between SIGTERM and SIGKILL for a script
 STOP_GRACE = 2.0        # seconds tunmon waits for scripts on shutdown before SIGKILL
 SIGHUP, SIGINT, SIGKILL, SIGTERM = 1, 2, 9, 15
