@@ -476,7 +476,7 @@ class Monitor:
             # baseline, and they only show traffic if packets arrived since the reset.
             self.rx_bytes_delta += rx_bytes
             self.rx_packets_delta += rx_packets
-            return rx_packets > 0 and rx_bytes > dev.min_rx_bytes
+            return rx_packets > 0 and (not dev.min_rx_bytes or rx_bytes > dev.min_rx_bytes)
         gained = rx_bytes - old_bytes
         self.rx_bytes_delta += gained
         self.rx_packets_delta += rx_packets - old_packets
