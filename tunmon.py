@@ -22,7 +22,7 @@ import time
 
 import tunmon_xml
 from tunmon_xml import (ConfigError, EVENT_ACTION, EVENT_POST_RESTORE, EVENT_RESTORE,
-                        EVENT_RETRY, format_seconds, os_error_text)
+                        EVENT_RETRY, format_seconds, is_tunmon, os_error_text)
 
 EVENT_PROBE = "probe"
 
@@ -33,6 +33,7 @@ except ImportError:  # pragma: no cover - every known port has it
 
 VERSION = "1.0.0"
 DEFAULT_CONFIG = "/etc/tunmon.xml"
+GENERATED_CONFIG = "/var/etc/tunmon.xml"   # what OpenWrt's init script writes from UCI
 DEFAULT_PROC = "/proc/net/dev"
 DEFAULT_SYS = "/sys/class/net"
 # The environment may name another hotplug-call: a test cannot put one into /sbin.
@@ -806,10 +807,11 @@ def _is_executable(path):
 
 
 class Job:
-    def __init__(self, pid, argv, key, started):
+    def __init__(self, pid, argv, key, event, started):
         self.pid = pid
         self.argv = argv
-        self.key = key
+        self.key = key          # (script, device): one such job at a time
+        self.event = event      # what it runs for, or None for the hotplug call
         self.started = started
         self.term_sent = None
 
@@ -823,6 +825,7 @@ class ScriptPool:
         self.runner = runner
         self.running = []
         self.waiting = []
+        self.on_exit = None     # called with (device, event, exit code) when a script ends
         self.configure(config, trace)
 
     def configure(self, config, trace):
@@ -830,7 +833,7 @@ class ScriptPool:
         self.timeout = config.script_timeout
         self.trace = trace
 
-    def submit(self, argv, env, key):
+    def submit(self, argv, env, key, event):
         for job in self.running:
             if job.key == key:
                 log("warning", "%s is still running; not starting it again" % " ".join(argv))
@@ -838,17 +841,17 @@ class ScriptPool:
         for queued in self.waiting:
             if queued[2] == key:
                 return
-        self.waiting.append((argv, env, key))
+        self.waiting.append((argv, env, key, event))
 
     def service(self, now):
         """Reap finished scripts, enforce timeouts, start waiting ones.  Cheap when idle."""
         if self.running:
             self._reap(now)
         while self.waiting and len(self.running) < self.max_scripts:
-            argv, env, key = self.waiting.pop(0)
-            self._start(argv, env, key, now)
+            argv, env, key, event = self.waiting.pop(0)
+            self._start(argv, env, key, event, now)
 
-    def _start(self, argv, env, key, now):
+    def _start(self, argv, env, key, event, now):
         text = " ".join(argv)
         path = find_program(argv[0])
         if path is None or not _is_file(path):
@@ -864,7 +867,7 @@ class ScriptPool:
             return
         if self.trace:
             log("trace", "run %s" % text)
-        self.running.append(Job(pid, argv, key, now))
+        self.running.append(Job(pid, argv, key, event, now))
 
     def _reap(self, now):
         still = []
@@ -885,6 +888,8 @@ class ScriptPool:
                 log("warning", "%s -> %d" % (text, code))
             elif self.trace:
                 log("trace", "%s -> 0" % text)
+            if self.on_exit and job.event:
+                self.on_exit(job.key[1], job.event, code)
         self.running = still
 
     def _enforce_timeout(self, job, now):
@@ -1144,14 +1149,6 @@ def read_pid(path):
     return int(text) if text.isdigit() else 0
 
 
-def is_tunmon(pid):
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            return b"tunmon" in f.read(4096)
-    except OSError:
-        return False
-
-
 def acquire_pidfile(path, pid):
     """Create the pidfile atomically; refuse if it names a live tunmon; replace a stale one.
 
@@ -1223,6 +1220,7 @@ class Daemon:
         self.pid = getpid()
         self.readable = True
         self.prober = None
+        self.reporter = None    # the status file and statistics, once running
         self.apply(config)
 
     def apply(self, config):
@@ -1237,6 +1235,8 @@ class Daemon:
             self.prober.close()
         self.prober = Prober(self.monitor.devices) if any(
             config.device[name].probe for name in config.devices) else None
+        if self.reporter:
+            self.reporter.configure(config)
 
     def run(self):
         config = self.config
@@ -1250,6 +1250,9 @@ class Daemon:
             except OSError as err:
                 log("error", "cannot write pidfile %s: %s" % (config.pidfile, os_error_text(err)))
                 return 1
+        import tunmon_status    # here, so --check and --replay never load it
+        self.reporter = tunmon_status.Reporter(config, self.pid)
+        self.pool.on_exit = self.reporter.script_exited
         log("info", "tunmon %s watching %s every %ss (counters from %s, %s runner, signals: %s)"
             % (VERSION, ", ".join(config.devices), format_seconds(config.interval),
                self.reader.source, self.runner.name, self.signals.mechanism))
@@ -1257,6 +1260,7 @@ class Daemon:
             self.loop()
         finally:
             self.pool.stop_all(time.sleep)
+            self.reporter.close()
             if self.prober:
                 self.prober.close()
             if isinstance(self.runner, SystemRunner):
@@ -1330,6 +1334,7 @@ class Daemon:
                 self.trace_tick(elapsed)
             for event in events:
                 self.dispatch(event)
+            self.reporter.observe(time.time(), monitor, reader)
         self.pool.service(monotonic())
 
     def dispatch(self, event):
@@ -1343,7 +1348,7 @@ class Daemon:
             # tunnels may run at once, the same one for one tunnel may not.
             key = (tuple(script.argv) if script else HOTPLUG_CALL,
                    device if kind != EVENT_POST_RESTORE else "")
-            self.pool.submit(argv, env, key)
+            self.pool.submit(argv, env, key, kind if script else None)
 
     def trace_tick(self, elapsed):
         monitor = self.monitor
@@ -1596,6 +1601,8 @@ def plural(ticks):
 USAGE = """usage: tunmon [-c FILE] [--proc PATH] [--trace 0|1]
        tunmon -c FILE --check
        tunmon -c FILE --replay TRACE
+       tunmon [-c FILE] --status [--json]
+       tunmon --plot STATSFILE > graph.svg
        tunmon --uci-to-xml [FILE|-] [--output PATH]
        tunmon --version | --help
 
@@ -1607,6 +1614,8 @@ Watch the RX counters of network interfaces and run escalating scripts when one 
   --trace 0|1         log every tick's traffic, state changes and script runs
   --check             validate the config, show the ladder; exit 0 if valid, 2 if not
   --replay TRACE      print what the ladder would have run on recorded /proc/net/dev snapshots
+  --status [--json]   what each device is doing, from the running daemon's status file
+  --plot STATSFILE    an SVG graph of a statistics file (JSON lines) on stdout
   --uci-to-xml        translate UCI (/etc/config/tunmon or `uci export tunmon`) to the XML config
   --version           print the version
 
@@ -1618,12 +1627,12 @@ class UsageError(Exception):
     pass
 
 
-OPTIONS_WITH_VALUE = ("-c", "--config", "--proc", "--sys", "--trace", "--replay")
+OPTIONS_WITH_VALUE = ("-c", "--config", "--proc", "--sys", "--trace", "--replay", "--plot")
 
 
 def parse_args(argv):
     options = {"config": DEFAULT_CONFIG, "proc": DEFAULT_PROC, "sys": DEFAULT_SYS, "trace": None,
-               "mode": "run", "replay": None}
+               "mode": "run", "replay": None, "json": False, "plot": None}
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -1652,6 +1661,13 @@ def parse_args(argv):
             options["trace"] = word == "1"
         elif arg == "--check":
             options["mode"] = "check"
+        elif arg == "--status":
+            options["mode"] = "status"
+        elif arg == "--json":
+            options["json"] = True
+        elif arg == "--plot":
+            options["mode"] = "plot"
+            options["plot"] = value
         elif arg == "--replay":
             options["mode"] = "replay"
             options["replay"] = value
@@ -1680,6 +1696,11 @@ def main(argv):
     if mode == "version":
         sys.stdout.write("tunmon %s\n" % VERSION)
         return 0
+    if mode == "plot":
+        import tunmon_plot
+        return tunmon_plot.plot(options["plot"], sys.stdout)
+    if mode == "status":
+        return show_status(options)
     try:
         config = tunmon_xml.load_config(options["config"])
         if mode == "check":
@@ -1702,6 +1723,21 @@ def main(argv):
         log("error", "cannot start: %s" % os_error_text(err))
         return 1
     return daemon.run()
+
+
+def show_status(options):
+    """--status: the status file named by the config; on OpenWrt the config tunmon runs with
+    is the one the init script generated, so that is tried when the default is missing."""
+    import tunmon_status
+    status_file = tunmon_xml.Config(None).status_file
+    for path in (options["config"], GENERATED_CONFIG):
+        try:
+            status_file = tunmon_xml.load_config(path).status_file
+            break
+        except ConfigError:
+            if path != DEFAULT_CONFIG:
+                break
+    return tunmon_status.show_status(status_file, options["json"], sys.stdout)
 
 
 def uci_to_xml(argv):

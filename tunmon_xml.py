@@ -813,6 +813,17 @@ def write_atomically(path, text):
         raise
 
 
+def is_tunmon(pid):
+    """Is `pid` a live tunmon (and not another program that got a stale pidfile's pid)?"""
+    if pid <= 0:
+        return False
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return b"tunmon" in f.read(4096)
+    except OSError:
+        return False
+
+
 def os_error_text(err):
     """'No such file or directory' where the interpreter knows it, else 'errno N'."""
     if len(err.args) > 1:

@@ -31,16 +31,23 @@ RELEASE = 1
 # A path ending in .mpy is its source compiled by mpy-cross. MicroPython imports foo.py in
 # preference to foo.mpy from one directory, so the .mpy files have their own, which the
 # launcher puts first on sys.path. 0600 for the config is what OpenWrt's INSTALL_CONF does.
+# rpcd runs every executable in /usr/libexec/rpcd as a plugin, and reads ACLs from acl.d.
 FILES = [
     ("/etc/config/tunmon", "uci/tunmon.config", 0o600),
     ("/etc/init.d/tunmon", "init.d/tunmon", 0o755),
     ("/usr/lib/tunmon/mpy/tunmon.mpy", "tunmon.py", 0o644),
+    ("/usr/lib/tunmon/mpy/tunmon_plot.mpy", "tunmon_plot.py", 0o644),
+    ("/usr/lib/tunmon/mpy/tunmon_status.mpy", "tunmon_status.py", 0o644),
     ("/usr/lib/tunmon/mpy/tunmon_uci.mpy", "uci/tunmon_uci.py", 0o644),
     ("/usr/lib/tunmon/mpy/tunmon_xml.mpy", "tunmon_xml.py", 0o644),
     ("/usr/lib/tunmon/tunmon.py", "tunmon.py", 0o644),
+    ("/usr/lib/tunmon/tunmon_plot.py", "tunmon_plot.py", 0o644),
+    ("/usr/lib/tunmon/tunmon_status.py", "tunmon_status.py", 0o644),
     ("/usr/lib/tunmon/tunmon_uci.py", "uci/tunmon_uci.py", 0o644),
     ("/usr/lib/tunmon/tunmon_xml.py", "tunmon_xml.py", 0o644),
+    ("/usr/libexec/rpcd/tunmon", "rpcd/tunmon", 0o755),
     ("/usr/sbin/tunmon", "packaging/tunmon.sh", 0o755),
+    ("/usr/share/rpcd/acl.d/tunmon.json", "rpcd/tunmon.acl.json", 0o644),
     ("/usr/share/tunmon/ifup.sh", "scripts/ifup.sh", 0o755),
     ("/usr/share/tunmon/log.sh", "scripts/log.sh", 0o755),
     ("/usr/share/tunmon/ping.sh", "scripts/ping.sh", 0o755),
@@ -69,6 +76,8 @@ Description: Run escalating scripts when tunnel devices fall silent
 POSTINST = """\
 #!/bin/sh
 [ "${IPKG_NO_SCRIPT}" = "1" ] && exit 0
+# rpcd reads its plugins at start: reload it so `ubus call tunmon status` works at once.
+[ -n "${IPKG_INSTROOT}" ] || /etc/init.d/rpcd reload 2>/dev/null
 [ -s ${IPKG_INSTROOT}/lib/functions.sh ] || exit 0
 . ${IPKG_INSTROOT}/lib/functions.sh
 default_postinst $0 $@

@@ -11,6 +11,7 @@ jsonfilter and logger commands (tests/openwrt_stubs/bin).
 import gzip
 import importlib.util
 import io
+import json
 import os
 import re
 import shutil
@@ -148,6 +149,8 @@ def test_data_files_and_modes(parts):
     assert files["./usr/sbin/tunmon"] == files["./etc/init.d/tunmon"] == 0o755
     assert files["./usr/lib/tunmon/tunmon.py"] == 0o644
     assert files["./etc/config/tunmon"] == 0o600
+    assert files["./usr/libexec/rpcd/tunmon"] == 0o755     # rpcd runs only executables
+    assert files["./usr/share/rpcd/acl.d/tunmon.json"] == 0o644
     for name in files:
         if name.startswith("./usr/share/tunmon/"):
             assert files[name] == 0o755, name
@@ -205,6 +208,8 @@ def test_control_tar(parts):
         lines = script.decode().splitlines()
         assert lines[0] == "#!/bin/sh" and lines[-2:] == [". ${IPKG_INSTROOT}/lib/functions.sh", call]
         assert subprocess.run(SH + ["-n"], input=script).returncode == 0
+    postinst = control["./postinst"][1].decode()
+    assert '[ -n "${IPKG_INSTROOT}" ] || /etc/init.d/rpcd reload' in postinst
 
 
 def test_everything_the_launcher_and_init_script_use_is_shipped(parts):
@@ -219,7 +224,7 @@ def test_everything_the_launcher_and_init_script_use_is_shipped(parts):
     assert "config_load tunmon" in initscript and "/etc/config/tunmon" in shipped
     # python3 runs $LIBDIR/tunmon.py; MicroPython imports from $LIBDIR/mpy, then $LIBDIR
     assert "$LIBDIR/tunmon.py" in launcher and 'lib + "/mpy"' in launcher
-    for module in ("tunmon", "tunmon_xml", "tunmon_uci"):
+    for module in ("tunmon", "tunmon_xml", "tunmon_uci", "tunmon_status", "tunmon_plot"):
         assert "%s/%s.py" % (libdir, module) in shipped
         assert "%s/mpy/%s.mpy" % (libdir, module) in shipped
     # every shipped script the default config names
@@ -290,6 +295,33 @@ def test_installed_launcher_replays_and_checks(installed, interpreter):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(installed + "/tunmon.xml: valid\n")
     assert "warning" not in result.stderr  # the scripts it names are installed, executable
+
+
+def test_installed_rpcd_plugin_answers_as_rpcd_asks(installed, tmp_path):
+    plugin = installed + "/usr/libexec/rpcd/tunmon"
+    env = dict(os.environ, TUNMON_STATUS_FILE=str(tmp_path / "status.json"))
+    listed = subprocess.run(SH + [plugin, "list"], env=env, capture_output=True, text=True)
+    assert listed.returncode == 0 and json.loads(listed.stdout) == {"status": {}}
+    called = subprocess.run(SH + [plugin, "call", "status"], input="{}", env=env,
+                            capture_output=True, text=True)
+    assert called.returncode == 0
+    assert json.loads(called.stdout)["running"] is False     # no daemon, no status file
+    # rpcd names the ubus object after the plugin file; the ACL must grant that object
+    with open(installed + "/usr/share/rpcd/acl.d/tunmon.json") as f:
+        acl = json.load(f)
+    for group in acl.values():
+        assert set(group["read"]["ubus"][os.path.basename(plugin)]) <= set(json.loads(listed.stdout))
+
+
+def test_installed_status_and_plot_modules_load_from_mpy(installed, tmp_path):
+    remove_py_modules(installed)
+    code = ("import sys\nsys.path.insert(0, %r)\nimport tunmon_status, tunmon_plot\n"
+            "sys.exit(tunmon_status.show_status(%r, False, sys.stdout))"
+            % (installed + "/usr/lib/tunmon/mpy", str(tmp_path / "none.json")))
+    result = subprocess.run(interpreter_command("micropython") + ["-c", code],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: no status file ")
 
 
 def test_installed_launcher_translates_the_shipped_config_alike(installed):

@@ -1,0 +1,805 @@
+"""Status file, statistics stream, `--status` table and the rpcd plugin (issue 6).
+
+A real Monitor is driven through an outage with hand-made counters, a Reporter watches it,
+and the status file and stats lines are checked tick by tick against values worked out by
+hand from the issue.  The same driver runs under MicroPython, which must write the very same
+bytes.  The rpcd plugin is run the way rpcd runs it: `list`, then `call status`.
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, interpreter_command
+
+sys.path.insert(0, ROOT)
+import tunmon  # noqa: E402
+import tunmon_status  # noqa: E402
+import tunmon_xml  # noqa: E402
+from tunmon_status import (Reporter, counted, format_amount, format_duration,  # noqa: E402
+                           show_status, smoothed)
+
+PLUGIN = os.path.join(ROOT, "rpcd", "tunmon")
+ACL = os.path.join(ROOT, "rpcd", "tunmon.acl.json")
+SH = ["busybox", "sh"] if shutil.which("busybox") else ["sh"]
+START = 1700000000.0
+
+LADDER = """
+  <actions><action><time>15</time><script>/bin/true</script></action></actions>
+  <retry_actions><retry><interval>20</interval><script>/bin/true</script></retry></retry_actions>
+  <restore_dev><script>/bin/true</script></restore_dev>
+  <post_restore_any><script>/bin/true</script></post_restore_any>
+"""
+
+
+def make_config(directory, devices=("tun0", "wg0"), interval=5, status_interval=10, stats=""):
+    """interval 5 s; action at 15 s (3 ticks); retries every 20 s after it (ages 7, 11, ...)."""
+    text = ("<tun_mon><net_devices>%s</net_devices><interval>%s</interval>"
+            "<status_file>%s/run/status.json</status_file><status_interval>%s</status_interval>"
+            "%s%s</tun_mon>" % ("".join("<net_device>%s</net_device>" % d for d in devices),
+                                interval, directory, status_interval, LADDER, stats))
+    return tunmon_xml.parse_config(text, "%s/tunmon.xml" % directory)
+
+
+class Counters:
+    """What the daemon's CounterReader holds after a read: lists in config device order."""
+
+    def __init__(self, count):
+        self.rx_bytes = [0] * count
+        self.rx_packets = [0] * count
+        self.tx_bytes = [0] * count
+        self.tx_packets = [0] * count
+        self.link = [tunmon.LINK_UNKNOWN] * count
+        self.replied = bytearray(count)
+
+
+class Run:
+    """A Monitor and a Reporter driven tick by tick, as Daemon.tick() does."""
+
+    def __init__(self, config, pid=4242):
+        self.config = config
+        self.monitor = tunmon.Monitor(config)
+        self.counters = Counters(len(config.devices))
+        self.reporter = Reporter(config, pid)
+        self.tick = -1
+
+    def step(self, elapsed=1, **traffic):
+        """Add traffic {device: (rx bytes, rx packets, tx bytes, tx packets)} and judge."""
+        names = self.config.devices
+        for name, amounts in traffic.items():
+            i = names.index(name)
+            if amounts is None:
+                self.counters.rx_bytes[i] = self.counters.rx_packets[i] = -1
+                self.counters.tx_bytes[i] = self.counters.tx_packets[i] = -1
+                continue
+            for column, amount in zip((self.counters.rx_bytes, self.counters.rx_packets,
+                                       self.counters.tx_bytes, self.counters.tx_packets),
+                                      amounts):
+                column[i] = max(column[i], 0) + amount
+        self.tick += elapsed if self.tick >= 0 else 1
+        self.monitor.judge(elapsed if self.tick else 0, self.counters)
+        self.reporter.observe(self.now(), self.monitor, self.counters)
+
+    def now(self):
+        return START + self.tick * self.config.interval
+
+    def status(self):
+        with open(self.config.status_file) as f:
+            return json.load(f)
+
+
+def device(status, name):
+    return [dev for dev in status["devices"] if dev["name"] == name][0]
+
+
+# ---- status through an outage ----------------------------------------------------------------
+
+# tun0 receives at ticks 0 and 1, is silent from tick 2, the action fires at tick 4 (15 s),
+# the retry at tick 8 (age 7 = 3 + 4), traffic returns at tick 11.  wg0 is steadily busy.
+TUN0_TRAFFIC = (1000, 10, 500, 5)
+WG0_TRAFFIC = (2000, 4, 0, 0)
+OUTAGE = range(2, 11)
+
+
+def outage_run(tmp_path, ticks=13, **kw):
+    run = Run(make_config(str(tmp_path), **kw))
+    seen = []
+    for tick in range(ticks):
+        traffic = {"wg0": WG0_TRAFFIC, "tun0": (0, 0, 500, 5) if tick in OUTAGE else TUN0_TRAFFIC}
+        run.step(**traffic)
+        seen.append(run.status())
+    return run, seen
+
+
+def test_status_through_an_outage(tmp_path):
+    run, seen = outage_run(tmp_path)
+    at = lambda tick: START + 5 * tick   # noqa: E731
+
+    # Written at the start, on every state change or event, and every 10 s (2 ticks) otherwise.
+    written = [tick for tick, status in enumerate(seen) if status["updated"] == at(tick)]
+    assert written == [0, 2, 4, 6, 8, 10, 11]
+
+    expected_tun0 = {
+        # tick: (state, since tick, silent s, actions, retries, restores, last event)
+        0: ("up", 0, 0, 0, 0, 0, None),
+        2: ("silent", 2, 5, 0, 0, 0, None),
+        4: ("down", 4, 15, 1, 0, 0, ("action", 1, 4)),
+        6: ("down", 4, 25, 1, 0, 0, ("action", 1, 4)),
+        8: ("down", 4, 35, 1, 1, 0, ("retry", 1, 8)),
+        10: ("down", 4, 45, 1, 1, 0, ("retry", 1, 8)),
+        11: ("up", 11, 0, 1, 1, 1, ("restore", None, 11)),
+    }
+    for tick, (state, since, silent, actions, retries, restores, event) in expected_tun0.items():
+        status = seen[tick]
+        tun0 = device(status, "tun0")
+        assert (tun0["state"], tun0["since"], tun0["silent"]) == (state, at(since), silent), tick
+        assert (tun0["actions"], tun0["retries"], tun0["restores"], tun0["probes"]) == \
+            (actions, retries, restores, 0), tick
+        assert tun0["last_event"] == (event and {"event": event[0], "step": event[1],
+                                                 "time": at(event[2])}), tick
+        received = min(tick + 1, 2) + (tick >= 11)
+        assert tun0["rx"]["bytes"] == 1000 * received and tun0["rx"]["packets"] == 10 * received
+        assert tun0["tx"]["bytes"] == 500 * (tick + 1) and tun0["tx"]["packets"] == 5 * (tick + 1)
+        wg0 = device(status, "wg0")
+        assert (wg0["state"], wg0["since"], wg0["silent"]) == ("up", START, 0)
+        assert (wg0["rx"]["bytes"], wg0["tx"]["bytes"]) == (2000 * (tick + 1), 0)
+        assert status["post_restore_any"] == (
+            {"time": at(11), "exit": None} if tick >= 11 else None)
+
+    top = seen[11]
+    assert top["version"] == 1 and top["pid"] == 4242 and top["state"] == "running"
+    assert (top["started"], top["interval"], top["status_interval"]) == (START, 5, 10)
+    assert top["expires"] == at(11) + 30
+    assert seen[12] == seen[11]     # tick 12: nothing changed and nothing due
+
+
+def test_rates_over_the_last_tick_and_smoothed(tmp_path):
+    run, seen = outage_run(tmp_path)
+    # tick 0 is the baseline: nothing to measure a rate against yet
+    assert device(seen[0], "wg0")["rx"] == {"bytes": 2000, "packets": 4, "rate": None,
+                                            "pps": None, "rate_avg": None, "pps_avg": None}
+    # wg0: 2000 bytes and 4 packets per 5 s tick, steadily: every rate is exactly that
+    for status in seen[2:]:
+        assert device(status, "wg0")["rx"]["rate"] == 400.0
+        assert device(status, "wg0")["rx"]["pps"] == 0.8
+        assert device(status, "wg0")["rx"]["rate_avg"] == pytest.approx(400.0)
+    # tun0 at tick 4: nothing received in the last tick, 100 B/s sent
+    tun0 = device(seen[4], "tun0")
+    assert (tun0["rx"]["rate"], tun0["tx"]["rate"], tun0["tx"]["pps"]) == (0.0, 100.0, 1.0)
+    # its smoothed RX rate, by hand: first update at tick 2 (2 ticks, 1000 B in 10 s -> 100 B/s
+    # starts the average), then tick 4 (10 s at 0 B/s), then ticks 6 and 8 and 10, then tick 11
+    # (1000 B in 5 s)
+    average = 100.0
+    for seconds, rate in ((10, 0.0), (10, 0.0), (10, 0.0), (10, 0.0), (5, 200.0)):
+        average += (1 - pow(2.718281828459045, -seconds / 60.0)) * (rate - average)
+    assert device(seen[11], "tun0")["rx"]["rate_avg"] == pytest.approx(average, abs=0.001)
+
+
+def test_rate_arithmetic():
+    assert counted(1500, 1000) == 500
+    assert counted(300, 1000) == 300      # counter reset: counted from 0
+    assert counted(300, -1) == 300        # was absent: came back with new counters
+    assert counted(-1, 1000) is None      # absent now
+    assert smoothed(None, 50.0, 10) == 50.0
+    assert smoothed(50.0, None, 10) is None
+    # one update over 120 s equals two over 60 s each at the same rate
+    once = smoothed(10.0, 100.0, 120)
+    twice = smoothed(smoothed(10.0, 100.0, 60), 100.0, 60)
+    assert once == pytest.approx(twice)
+    assert once == pytest.approx(100.0 - 90.0 * pow(2.718281828459045, -2))
+
+
+def test_skipped_ticks_reset_and_absent_devices(tmp_path):
+    run = Run(make_config(str(tmp_path), devices=("tun0",), status_interval=1))
+    run.step(tun0=(1000, 10, 100, 1))
+    run.step(elapsed=3, tun0=(3000, 30, 0, 0))       # three ticks in one: 15 s
+    rx = device(run.status(), "tun0")["rx"]
+    assert (rx["rate"], rx["pps"]) == (200.0, 2.0)
+    run.counters.rx_bytes[0] = 50                       # interface re-created
+    run.counters.rx_packets[0] = 1
+    run.step()
+    rx = device(run.status(), "tun0")["rx"]
+    assert (rx["bytes"], rx["rate"], rx["pps"]) == (50, 10.0, 0.2)
+    run.step(tun0=None)                                 # gone from /proc/net/dev
+    tun0 = device(run.status(), "tun0")
+    assert tun0["state"] == "absent"
+    assert tun0["rx"] == {"bytes": None, "packets": None, "rate": None, "pps": None,
+                          "rate_avg": None, "pps_avg": None}
+
+
+def test_quiet_ticks_write_only_every_status_interval(tmp_path):
+    run = Run(make_config(str(tmp_path), devices=("wg0",), interval=1, status_interval=10))
+    written = []
+    for tick in range(35):
+        run.step(wg0=WG0_TRAFFIC)
+        if run.status()["updated"] == run.now():
+            written.append(tick)
+    assert written == [0, 10, 20, 30]
+
+
+def test_long_ticks_push_the_expiry_out(tmp_path):
+    """With ticks longer than status_interval the file is rewritten once a tick at most:
+    it expires after 3 ticks, not 3 status intervals."""
+    run = Run(make_config(str(tmp_path), devices=("wg0",), interval=60, status_interval=10))
+    run.step(wg0=WG0_TRAFFIC)
+    assert run.status()["expires"] == START + 180
+
+
+def test_reload_keeps_devices_and_seconds(tmp_path):
+    run = Run(make_config(str(tmp_path), devices=("tun0", "wg0")))
+    for _ in range(4):
+        run.step(wg0=WG0_TRAFFIC)                       # tun0 silent, down at tick 3
+    # reload: interval 5 -> 2 s, wg0 dropped, eth1 added
+    config = make_config(str(tmp_path), devices=("eth1", "tun0"), interval=2)
+    old_interval = run.config.interval
+    run.monitor.reconfigure(config, old_interval)
+    run.reporter.configure(config)
+    run.config = config
+    run.counters = Counters(2)
+    run.counters.rx_bytes[1] = run.counters.rx_packets[1] = 0
+    run.counters.rx_bytes[0], run.counters.rx_packets[0] = 7777, 7   # eth1: old counters
+    run.monitor.judge(1, run.counters)
+    run.reporter.observe(START + 15 + 2, run.monitor, run.counters)
+    status = run.status()
+    assert [dev["name"] for dev in status["devices"]] == ["eth1", "tun0"]
+    assert status["interval"] == 2
+    tun0 = device(status, "tun0")
+    assert (tun0["state"], tun0["since"], tun0["actions"]) == ("down", START + 15, 1)
+    eth1 = device(status, "eth1")
+    assert (eth1["state"], eth1["since"], eth1["rx"]["rate"]) == ("up", START + 17, None)
+    run.counters.rx_bytes[0] += 1000
+    run.monitor.judge(1, run.counters)
+    run.reporter.observe(START + 19, run.monitor, run.counters)
+    run.reporter.configure(config)                      # a reload writes at the next tick
+    run.monitor.judge(1, run.counters)
+    run.reporter.observe(START + 21, run.monitor, run.counters)
+    assert device(run.status(), "eth1")["rx"]["rate"] == 0.0
+    assert run.status()["updated"] == START + 21
+
+
+def test_script_exits_and_stop(tmp_path):
+    run, seen = outage_run(tmp_path, ticks=12)
+    run.reporter.script_exited("tun0", "restore", 0)
+    run.reporter.script_exited("", "post_restore_any", -9)
+    run.step(tun0=TUN0_TRAFFIC, wg0=WG0_TRAFFIC)        # an exit is worth a write
+    status = run.status()
+    assert status["updated"] == run.now()
+    assert device(status, "tun0")["last_exit"] == {"event": "restore", "code": 0,
+                                                   "time": START + 55}
+    assert status["post_restore_any"] == {"time": START + 55, "exit": -9}
+    run.reporter.script_exited("nosuchdevice", "action", 1)   # a device dropped by a reload
+    run.reporter.close()
+    stopped = run.status()
+    assert stopped["state"] == "stopped"
+    assert stopped["devices"] == status["devices"]
+    assert not os.path.exists(run.config.status_file + ".tmp")
+
+
+def test_quiet_ticks_allocate_nothing_under_micropython(tmp_path):
+    """The daemon calls observe() every tick: a quiet one must not feed the GC."""
+    script = tmp_path / "alloc.py"
+    extra = ("<status_interval>1000</status_interval>"
+             "<stats><interval>60</interval><file>%s/stats.jsonl</file></stats>" % tmp_path)
+    script.write_text(DRIVER_PRELUDE % {"root": ROOT, "dir": str(tmp_path), "extra": extra}
+                      + """
+import gc
+big = 10 ** 12
+for tick in range(20):
+    for i in (0, 1):                        # both busy: large counters, no state change
+        counters.rx_bytes[i] = big + tick
+        counters.rx_packets[i] = tick
+    monitor.judge(1 if tick else 0, counters)
+    gc.collect()
+    before = gc.mem_alloc()
+    reporter.observe(NOW, monitor, counters)
+    print(gc.mem_alloc() - before)
+""")
+    result = subprocess.run(interpreter_command("micropython") + [str(script)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    allocated = [int(line) for line in result.stdout.split()]
+    # the first tick writes the status, tick 12 (60 s) the statistics; no other tick allocates
+    assert [tick for tick, amount in enumerate(allocated) if amount] == [0, 12], allocated
+
+
+# ---- the same bytes under MicroPython ---------------------------------------------------------
+
+STATS_FILE = "<stats><interval>10</interval><file>%s/stats.%s</file><format>%s</format></stats>"
+DRIVER_PRELUDE = """
+import sys
+sys.path.insert(0, %(root)r)
+import tunmon, tunmon_xml, tunmon_status
+NOW = 1700000000.0
+CONFIG = tunmon_xml.parse_config(
+    "<tun_mon><net_devices><net_device>tun0</net_device><net_device>wg0</net_device>"
+    "</net_devices><interval>5</interval><status_file>%(dir)s/run/status.json</status_file>"
+    "<actions><action><time>15</time><script>/bin/true</script></action></actions>"
+    "<retry_actions><retry><interval>20</interval><script>/bin/true</script></retry>"
+    "</retry_actions><restore_dev><script>/bin/true</script></restore_dev>%(extra)s</tun_mon>",
+    "%(dir)s/tunmon.xml")
+
+class Counters:
+    def __init__(self, n):
+        self.rx_bytes = [0] * n
+        self.rx_packets = [0] * n
+        self.tx_bytes = [0] * n
+        self.tx_packets = [0] * n
+        self.link = ["unknown"] * n
+        self.replied = bytearray(n)
+
+monitor = tunmon.Monitor(CONFIG)
+counters = Counters(2)
+reporter = tunmon_status.Reporter(CONFIG, 4242)
+
+def run_outage(ticks):
+    for tick in range(ticks):
+        if tick < 2 or tick > 10:
+            counters.rx_bytes[0] += 1000
+            counters.rx_packets[0] += 10
+        counters.tx_bytes[0] += 500
+        counters.tx_packets[0] += 5
+        counters.rx_bytes[1] += 3000000000      # 600 MB/s: counters past 2**31 and 2**32
+        counters.rx_packets[1] += 2000
+        monitor.judge(1 if tick else 0, counters)
+        reporter.observe(NOW + 5 * tick, monitor, counters)
+        with open(CONFIG.status_file) as f:
+            print(f.read())
+"""
+
+
+@pytest.mark.parametrize("stats_format", ["json", "influx"])
+def test_micropython_writes_the_same_status_and_stats(tmp_path, stats_format):
+    outputs = []
+    for name in ("cpython", "micropython"):
+        directory = tmp_path / name
+        directory.mkdir()
+        stats = STATS_FILE % (directory, stats_format, stats_format)
+        script = directory / "drive.py"
+        script.write_text(DRIVER_PRELUDE % {"root": ROOT, "dir": str(directory), "extra": stats}
+                          + "run_outage(14)\nreporter.close()\n")
+        result = subprocess.run(interpreter_command(name) + [str(script)], capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        with open(directory / ("stats." + stats_format)) as f:
+            stats_text = f.read()
+        outputs.append((result.stdout.replace(str(directory), "DIR"), stats_text))
+    assert outputs[0] == outputs[1]
+    assert outputs[0][0].count('"version": 1') == 14
+
+
+# ---- atomic writes and failures ----------------------------------------------------------------
+
+READER = """
+import json, os, sys
+path, stop = sys.argv[1], sys.argv[2]
+reads = 0
+while not os.path.exists(stop):
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        continue
+    json.loads(text)      # raises on a partial file: the reader exits non-zero
+    reads += 1
+print(reads)
+"""
+
+
+def test_a_concurrent_reader_never_sees_a_partial_file(tmp_path):
+    path = str(tmp_path / "run" / "status.json")
+    stop = str(tmp_path / "stop")
+    reader = subprocess.Popen([sys.executable, "-c", READER, path, stop], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    # Contents of very different sizes: a reader catching a half-written one would fail.
+    bodies = [json.dumps({"devices": ["x" * size] * 50}) for size in (10, 5000, 200, 20000)]
+    deadline = time.time() + 1.5
+    writes = 0
+    while time.time() < deadline:
+        tunmon_status.write_atomically(path, bodies[writes % len(bodies)])
+        writes += 1
+    open(stop, "w").close()
+    out, err = reader.communicate(timeout=30)
+    assert reader.returncode == 0, err
+    assert int(out) > 50 and writes > 100
+    assert os.listdir(str(tmp_path / "run")) == ["status.json"]
+
+
+def test_write_failures_are_logged_once_and_never_raise(tmp_path, capsys):
+    blocker = tmp_path / "run"
+    blocker.write_text("a file where the status directory should be\n")
+    stats = "<stats><interval>5</interval><file>%s/stats.jsonl</file></stats>" % blocker
+    run = Run(make_config(str(tmp_path), devices=("wg0",), status_interval=5, stats=stats))
+    for _ in range(4):
+        run.step(wg0=WG0_TRAFFIC)
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: cannot write status file %s/status.json: Not a directory" % blocker,
+        "warning: cannot write stats file %s/stats.jsonl: Not a directory" % blocker]
+    blocker.unlink()
+    run.step(wg0=WG0_TRAFFIC)
+    assert capsys.readouterr().err.splitlines() == [
+        "info: stats file %s/stats.jsonl written again" % blocker,
+        "info: status file %s/status.json written again" % blocker]
+    assert run.status()["updated"] == run.now()
+
+
+# ---- statistics stream -------------------------------------------------------------------------
+
+def stats_config(tmp_path, body, **kw):
+    return make_config(str(tmp_path), stats="<stats>%s</stats>" % body, **kw)
+
+
+def test_stats_json_lines(tmp_path):
+    run = Run(stats_config(tmp_path, "<interval>10</interval><file>%s/stats.jsonl</file>"
+                                     % tmp_path))
+    for tick in range(13):
+        run.step(wg0=WG0_TRAFFIC, tun0=(0, 0, 500, 5) if tick in OUTAGE else TUN0_TRAFFIC)
+    lines = [json.loads(line) for line in open(tmp_path / "stats.jsonl")]
+    # one line per device every 10 s (2 ticks): ticks 2, 4, ..., 12
+    assert [(line["time"], line["device"]) for line in lines] == [
+        (START + 5 * tick, name) for tick in (2, 4, 6, 8, 10, 12) for name in ("tun0", "wg0")]
+    assert lines[0] == {
+        "time": START + 10, "device": "tun0", "state": "silent", "period": 10.0, "silent": 5.0,
+        "rx_bytes": 1000, "rx_packets": 10, "tx_bytes": 1000, "tx_packets": 10,
+        "rx_rate": 100.0, "rx_pps": 1.0, "tx_rate": 100.0, "tx_pps": 1.0,
+        "events": [{"event": "state", "state": "silent", "time": START + 10}]}
+    assert lines[1]["rx_bytes"] == 4000 and lines[1]["rx_rate"] == 400.0
+    assert lines[2]["events"] == [
+        {"event": "state", "state": "down", "time": START + 20},
+        {"event": "action", "step": 1, "time": START + 20, "silent": 15.0}]
+    assert (lines[2]["state"], lines[2]["rx_bytes"], lines[2]["tx_rate"]) == ("down", 0, 100.0)
+    assert lines[6]["events"] == [
+        {"event": "retry", "step": 1, "time": START + 40, "silent": 35.0}]
+    assert (lines[8]["state"], lines[8]["rx_bytes"], lines[8]["events"]) == ("down", 0, [])
+    assert lines[10]["events"] == [
+        {"event": "state", "state": "up", "time": START + 55},
+        {"event": "restore", "time": START + 55, "silent": 45.0}]
+    assert (lines[10]["state"], lines[10]["rx_bytes"], lines[10]["rx_rate"]) == ("up", 2000, 200.0)
+
+
+def test_stats_influx_lines(tmp_path):
+    run = Run(stats_config(tmp_path, "<interval>10</interval><file>%s/stats.influx</file>"
+                                     "<format>influx</format>" % tmp_path))
+    for tick in range(5):
+        run.step(wg0=WG0_TRAFFIC, tun0=(0, 0, 500, 5) if tick in OUTAGE else TUN0_TRAFFIC)
+    assert open(tmp_path / "stats.influx").read().splitlines() == [
+        'tunmon,device=tun0 state="silent",period=10.0,silent=5.0,rx_bytes=1000i,'
+        'rx_packets=10i,tx_bytes=1000i,tx_packets=10i,rx_rate=100.0,rx_pps=1.0,tx_rate=100.0,'
+        'tx_pps=1.0 1700000010000000000',
+        'tunmon_event,device=tun0,event=state state="silent" 1700000010000000000',
+        'tunmon,device=wg0 state="up",period=10.0,silent=0.0,rx_bytes=4000i,rx_packets=8i,'
+        'tx_bytes=0i,tx_packets=0i,rx_rate=400.0,rx_pps=0.8,tx_rate=0.0,tx_pps=0.0'
+        ' 1700000010000000000',
+        'tunmon,device=tun0 state="down",period=10.0,silent=15.0,rx_bytes=0i,rx_packets=0i,'
+        'tx_bytes=1000i,tx_packets=10i,rx_rate=0.0,rx_pps=0.0,tx_rate=100.0,tx_pps=1.0'
+        ' 1700000020000000000',
+        'tunmon_event,device=tun0,event=state state="down" 1700000020000000000',
+        'tunmon_event,device=tun0,event=action step=1i,silent=15.0 1700000020000000000',
+        'tunmon,device=wg0 state="up",period=10.0,silent=0.0,rx_bytes=4000i,rx_packets=8i,'
+        'tx_bytes=0i,tx_packets=0i,rx_rate=400.0,rx_pps=0.8,tx_rate=0.0,tx_pps=0.0'
+        ' 1700000020000000000']
+
+
+def test_influx_escaping_and_absent_fields():
+    assert tunmon_status.influx_tag("a,b=c d\\e") == "a\\,b\\=c\\ d\\\\e"
+    assert tunmon_status.influx_fields((("state", 'say "hi"'), ("rx_bytes", None),
+                                        ("tx_bytes", 5), ("rate", 1.5))) == \
+        'state="say \\"hi\\"",tx_bytes=5i,rate=1.5'
+
+
+@pytest.mark.parametrize("stats_format", ["json", "influx"])
+def test_stats_udp_delivery(tmp_path, stats_format):
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.settimeout(5)
+    port = receiver.getsockname()[1]
+    run = Run(stats_config(tmp_path, "<interval>5</interval><udp>127.0.0.1:%d</udp>"
+                                     "<format>%s</format>" % (port, stats_format)))
+    for tick in range(4):
+        run.step(wg0=WG0_TRAFFIC, tun0=(0, 0, 500, 5) if tick in OUTAGE else TUN0_TRAFFIC)
+    expected = 7 if stats_format == "influx" else 6     # influx adds the state event line
+    datagrams = [receiver.recv(65536).decode() for _ in range(expected)]
+    receiver.close()
+    assert all(text.endswith("\n") and text.count("\n") == 1 for text in datagrams)
+    if stats_format == "json":
+        records = [json.loads(text) for text in datagrams]
+        assert [(r["device"], r["time"]) for r in records] == [
+            (name, START + 5 * tick) for tick in (1, 2, 3) for name in ("tun0", "wg0")]
+        assert records[5]["rx_rate"] == 400.0 and records[4]["state"] == "silent"
+    else:
+        assert datagrams[3] == ('tunmon_event,device=tun0,event=state state="silent"'
+                                ' 1700000010000000000\n')
+        assert datagrams[0].startswith("tunmon,device=tun0 state=\"up\",period=5.0,")
+
+
+def test_stats_udp_delivery_under_micropython(tmp_path):
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.settimeout(5)
+    extra = "<stats><interval>5</interval><udp>127.0.0.1:%d</udp></stats>" % (
+        receiver.getsockname()[1])
+    script = tmp_path / "drive.py"
+    script.write_text(DRIVER_PRELUDE % {"root": ROOT, "dir": str(tmp_path), "extra": extra}
+                      + "run_outage(3)\n")
+    result = subprocess.run(interpreter_command("micropython") + [str(script)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
+    records = [json.loads(receiver.recv(65536)) for _ in range(4)]
+    receiver.close()
+    assert [(r["device"], r["time"]) for r in records] == [
+        (name, START + 5 * tick) for tick in (1, 2) for name in ("tun0", "wg0")]
+    assert records[1]["rx_rate"] == 600000000.0
+
+
+def test_udp_failure_is_logged_once(tmp_path, capsys):
+    class Unreachable:
+        def sendto(self, data, address):
+            raise OSError(101, "Network is unreachable")
+
+        def close(self):
+            pass
+
+    run = Run(stats_config(tmp_path, "<interval>5</interval><udp>192.0.2.1:8089</udp>"))
+    for _ in range(4):
+        run.reporter.sock = run.reporter.sock or Unreachable()
+        run.step(wg0=WG0_TRAFFIC)
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: cannot send stats to 192.0.2.1 port 8089 (udp): Network is unreachable"]
+
+
+def test_stats_file_cap_and_one_rotation(tmp_path):
+    path = tmp_path / "stats.jsonl"
+    run = Run(stats_config(tmp_path, "<interval>5</interval><file>%s</file><max_size>2k</max_size>"
+                                     % path, devices=("wg0",)))
+    for _ in range(60):
+        run.step(wg0=WG0_TRAFFIC)
+    older, newer = open(str(path) + ".1").read(), open(str(path)).read()
+    assert len(older) <= 2048 and len(newer) <= 2048
+    assert len(older) + len(older.splitlines()[0]) + 1 > 2048   # .1 was filled, then moved
+    times = [json.loads(line)["time"] for line in (older + newer).splitlines()]
+    # no line lost or repeated between the two files, and only the newest lines are kept
+    assert times == [START + 5 * tick for tick in range(60 - len(times), 60)]
+    assert not os.path.exists(str(path) + ".2")
+
+
+# ---- tunmon --status -------------------------------------------------------------------------
+
+@pytest.fixture
+def live_pid():
+    """A live process whose command line mentions tunmon, standing in for the daemon."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "tunmon"])
+    deadline = time.time() + 10
+    while not tunmon_status.is_tunmon(proc.pid):   # until its exec is done
+        assert time.time() < deadline, "the stand-in daemon did not start"
+        time.sleep(0.01)
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+def table_status(pid, state="running"):
+    return {
+        "version": 1, "pid": pid, "state": state, "started": 1000.0, "updated": 2000.0,
+        "expires": 2030.0, "interval": 5.0, "status_interval": 10.0, "post_restore_any": None,
+        "devices": [
+            {"name": "6in4-henet", "state": "down", "since": 1808.0, "silent": 192.0,
+             "link": "unknown",
+             "rx": {"bytes": 1234567890, "packets": 1000000, "rate": 0.0, "pps": 0.0,
+                    "rate_avg": 12.3, "pps_avg": 0.1},
+             "tx": {"bytes": 987654, "packets": 5000, "rate": 120.0, "pps": 1.0,
+                    "rate_avg": 130.0, "pps_avg": 1.0},
+             "actions": 2, "retries": 1, "restores": 0, "probes": 38,
+             "last_event": {"event": "retry", "step": 1, "time": 1990.0},
+             "last_exit": {"event": "retry", "code": 1, "time": 1992.0}},
+            {"name": "wg0", "state": "up", "since": 1000.0, "silent": 0.0, "link": "up",
+             "rx": {"bytes": 45600000000, "packets": 40000000, "rate": 1534000.0, "pps": 1100.0,
+                    "rate_avg": 1400000.0, "pps_avg": 1000.0},
+             "tx": {"bytes": 2100000, "packets": 30000, "rate": 2500.0, "pps": 25.0,
+                    "rate_avg": 2400.0, "pps_avg": 24.0},
+             "actions": 1, "retries": 0, "restores": 1, "probes": 0,
+             "last_event": {"event": "restore", "step": None, "time": 1500.0},
+             "last_exit": None},
+            {"name": "gre4-x", "state": "absent", "since": 1900.0, "silent": 100.0,
+             "link": "absent",
+             "rx": {"bytes": None, "packets": None, "rate": None, "pps": None,
+                    "rate_avg": None, "pps_avg": None},
+             "tx": {"bytes": None, "packets": None, "rate": None, "pps": None,
+                    "rate_avg": None, "pps_avg": None},
+             "actions": 1, "retries": 0, "restores": 0, "probes": 0,
+             "last_event": {"event": "action", "step": 1, "time": 1915.0},
+             "last_exit": {"event": "retry", "code": 0, "time": 1800.0}},
+        ]}
+
+
+TABLE = """\
+tunmon pid {pid} running, updated 4s ago, interval 5s, status every 10s
+DEVICE      STATE      FOR  SILENT   RX RATE   TX RATE  RX TOTAL  TX TOTAL  ACT/RET/RES  PROBES  LAST EVENT
+6in4-henet  down     3m16s   3m16s     0 B/s   120 B/s    1.2 GB  987.7 kB        2/1/0      38  retry 1 14s ago, exit 1
+wg0         up      16m44s      0s  1.5 MB/s  2.5 kB/s   45.6 GB    2.1 MB        1/0/1       0  restore 8m24s ago
+gre4-x      absent   1m44s   1m44s         -         -         -         -        1/0/0       0  action 1 1m29s ago
+"""
+
+
+def write_status(directory, status, name="status.json"):
+    """`status` in the layout tunmon writes; returns the file's path."""
+    path = directory / name
+    head = tuple((key, value) for key, value in status.items() if key != "devices")
+    path.write_text(tunmon_status.status_text(head, status["devices"]))
+    return str(path)
+
+
+class Out:
+    def __init__(self):
+        self.text = ""
+
+    def write(self, text):
+        self.text += text
+
+
+def test_table(tmp_path, live_pid, capsys):
+    path = write_status(tmp_path, table_status(live_pid))
+    out = Out()
+    assert show_status(path, False, out, now=2004.0) == 0
+    assert out.text == TABLE.format(pid=live_pid)
+    assert capsys.readouterr().err == ""
+
+
+def test_table_under_micropython(tmp_path, live_pid):
+    path = write_status(tmp_path, table_status(live_pid))
+    code = ("import sys\nsys.path.insert(0, %r)\nimport tunmon_status\n"
+            "sys.exit(tunmon_status.show_status(%r, False, sys.stdout, now=2004.0))"
+            % (ROOT, path))
+    result = subprocess.run(interpreter_command("micropython") + ["-c", code],
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == TABLE.format(pid=live_pid)
+
+
+def test_json_output_is_the_file(tmp_path, live_pid):
+    path = write_status(tmp_path, table_status(live_pid))
+    out = Out()
+    assert show_status(path, True, out, now=2004.0) == 0
+    assert out.text == open(path).read()
+
+
+def dead_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "pass", "tunmon"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.parametrize("case, word, message", [
+    ("stopped", "STOPPED", "warning: tunmon is not running: it stopped 4s ago"),
+    ("dead", "NOT RUNNING",
+     "warning: tunmon is not running: pid {pid} is gone; last status 4s ago"),
+    ("hung", "STALE", "warning: stale status: last written 5m00s ago, due every 10s "
+                      "(is tunmon stuck?)"),
+])
+def test_stale_status_is_said_clearly(tmp_path, live_pid, capsys, case, word, message):
+    pid = dead_pid() if case == "dead" else live_pid
+    now = 2300.0 if case == "hung" else 2004.0
+    path = write_status(tmp_path, table_status(pid, "stopped" if case == "stopped" else "running"))
+    out = Out()
+    assert show_status(path, False, out, now=now) == 1
+    assert out.text.splitlines()[0].startswith("tunmon pid %d %s, updated " % (pid, word))
+    # a dead daemon's figures are as of its last write: not extrapolated to now
+    assert " 3m12s " in out.text.splitlines()[2]
+    assert capsys.readouterr().err.splitlines() == [message.format(pid=pid)]
+    assert show_status(path, True, Out(), now=now) == 1
+
+
+def test_missing_unreadable_and_corrupt_files(tmp_path, live_pid, capsys):
+    missing = str(tmp_path / "none.json")
+    assert show_status(missing, False, Out()) == 1
+    assert capsys.readouterr().err == ("error: no status file %s: tunmon is not running, "
+                                       "or writes its status elsewhere\n" % missing)
+    assert show_status(str(tmp_path), False, Out()) == 2
+    assert capsys.readouterr().err == "error: cannot read %s: Is a directory\n" % tmp_path
+    full = json.dumps(table_status(live_pid))
+    for broken in (full[:len(full) // 2], "[]", '{"version": 1}', full.replace('"rx"', '"rxx"')):
+        path = tmp_path / "broken.json"
+        path.write_text(broken)
+        out = Out()
+        assert show_status(str(path), False, out, now=2004.0) == 2
+        assert out.text == ""
+        assert capsys.readouterr().err == (
+            "error: %s: not a tunmon status file (corrupt or truncated)\n" % path)
+    newer = dict(table_status(live_pid), version=2)
+    path = write_status(tmp_path, newer)
+    assert show_status(path, False, Out()) == 2
+    assert capsys.readouterr().err == (
+        "error: %s: status schema version 2; this tunmon reads version 1\n" % path)
+
+
+@pytest.mark.parametrize("seconds, text", [
+    (0, "0s"), (-3, "0s"), (59.4, "59s"), (60, "1m00s"), (192, "3m12s"), (3599, "59m59s"),
+    (3600, "1h00m"), (7380, "2h03m"), (86399, "23h59m"), (86400, "1d00h"), (363600, "4d05h")])
+def test_durations(seconds, text):
+    assert format_duration(seconds) == text
+
+
+@pytest.mark.parametrize("value, unit, text", [
+    (None, "B/s", "-"), (0, "B/s", "0 B/s"), (999, "B", "999 B"), (1000, "B", "1.0 kB"),
+    (1534000, "B/s", "1.5 MB/s"), (999999999, "B", "1.0 GB"), (2.5e15, "B", "2500.0 TB")])
+def test_amounts(value, unit, text):
+    assert format_amount(value, unit) == text
+
+
+# ---- rpcd plugin --------------------------------------------------------------------------------
+
+def plugin(*args, status_file=None, stdin=""):
+    env = dict(os.environ)
+    if status_file is not None:
+        env["TUNMON_STATUS_FILE"] = str(status_file)
+    return subprocess.run(SH + [PLUGIN] + list(args), input=stdin, env=env,
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_rpcd_plugin_parses_and_lists_its_methods():
+    assert subprocess.run(SH + ["-n", PLUGIN]).returncode == 0
+    result = plugin("list")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert json.loads(result.stdout) == {"status": {}}
+
+
+def test_rpcd_call_status_of_a_live_daemon(tmp_path, live_pid):
+    config = make_config(str(tmp_path))
+    run = Run(config, pid=live_pid)
+    for tick in range(5):
+        run.step(wg0=WG0_TRAFFIC, tun0=(0, 0, 500, 5) if tick in OUTAGE else TUN0_TRAFFIC)
+    # The Reporter's clock is fake (2023): make the file fresh by its "expires".
+    status = run.status()
+    status["expires"] = int(time.time()) + 30
+    path = write_status(tmp_path / "run", status)
+    result = plugin("call", "status", status_file=config.status_file, stdin="{}")
+    assert (result.returncode, result.stderr) == (0, "")
+    answer = json.loads(result.stdout)
+    assert answer.pop("running") is True
+    assert answer == status
+    assert device(answer, "tun0")["state"] == "down"
+
+
+def test_rpcd_call_status_when_not_running(tmp_path, live_pid):
+    stale = dict(table_status(live_pid), expires=time.time() - 1)
+    for status in (table_status(live_pid, "stopped"), table_status(dead_pid()), stale):
+        path = write_status(tmp_path, status)
+        result = plugin("call", "status", status_file=path)
+        assert (result.returncode, result.stderr) == (0, "")
+        answer = json.loads(result.stdout)
+        assert answer.pop("running") is False
+        assert answer == json.loads(open(path).read())
+
+
+def test_rpcd_call_status_without_a_usable_file(tmp_path):
+    missing = tmp_path / "none.json"
+    result = plugin("call", "status", status_file=missing)
+    assert result.returncode == 0
+    assert json.loads(result.stdout) == {
+        "running": False, "error": "no status file %s: tunmon is not running" % missing}
+    garbage = tmp_path / 'odd "name".json'
+    garbage.write_text("garbage\n")
+    result = plugin("call", "status", status_file=garbage)
+    assert json.loads(result.stdout) == {
+        "running": False, "error": "%s is not a tunmon status file" % garbage}
+
+
+@pytest.mark.parametrize("args", [("call", "restart"), ("call",), ("bogus",), ()])
+def test_rpcd_plugin_rejects_unknown_calls(args):
+    result = plugin(*args)
+    assert result.returncode == 2 and result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1
+    if args[:1] == ("call",):
+        assert result.stderr == "error: unknown method '%s' (tunmon has: status)\n" % (
+            args[1] if len(args) > 1 else "")
+
+
+def test_acl_lets_luci_read_the_status():
+    with open(ACL) as f:
+        acl = json.load(f)
+    assert acl == {"luci-app-tunmon": {
+        "description": "Read tunmon's status: ubus call tunmon status",
+        "read": {"ubus": {"tunmon": ["status"]}}}}
