@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, interpreter_command
+from conftest import ROOT, TUNMON, interpreter_command
 
 sys.path.insert(0, ROOT)
 import tunmon  # noqa: E402
@@ -803,3 +803,60 @@ def test_acl_lets_luci_read_the_status():
     assert acl == {"luci-app-tunmon": {
         "description": "Read tunmon's status: ubus call tunmon status",
         "read": {"ubus": {"tunmon": ["status"]}}}}
+
+
+# ---- the live daemon -------------------------------------------------------------------------
+
+def test_the_running_daemon_keeps_the_status_file_and_stats_stream(tmp_path):
+    """tunmon.py itself (not a hand-driven Reporter): the status file follows an outage and its
+    end, `--status` reads it while tunmon runs and says STOPPED after SIGTERM."""
+    status_path = tmp_path / "run" / "status.json"
+    stats_path = tmp_path / "stats.jsonl"
+    counters = tmp_path / "dev"
+    line = "Inter-|\n face |\n  tun0: %d %d 0 0 0 0 0 0 500 5 0 0 0 0 0 0\n"
+    counters.write_text(line % (1000, 10))
+    config = tmp_path / "c.xml"
+    config.write_text(
+        "<tun_mon><interval>0.1</interval><status_file>%s</status_file>"
+        "<status_interval>5</status_interval>"
+        "<stats><interval>0.2</interval><file>%s</file></stats>"
+        "<net_devices><net_device>tun0</net_device></net_devices>"
+        "<actions><action><time>0.3</time><script>/bin/true</script></action></actions>"
+        "</tun_mon>" % (status_path, stats_path))
+    daemon = subprocess.Popen([sys.executable, TUNMON, "-c", str(config), "--proc",
+                               str(counters)], stderr=subprocess.PIPE, text=True)
+
+    def device_state():
+        try:
+            return json.loads(status_path.read_text())["devices"][0]["state"]
+        except (OSError, ValueError):
+            return None
+
+    def wait_for(state):
+        deadline = time.monotonic() + 5
+        while device_state() != state and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return device_state()
+
+    try:
+        assert wait_for("down") == "down"
+        table = subprocess.run([sys.executable, TUNMON, "-c", str(config), "--status"],
+                               capture_output=True, text=True)
+        assert table.returncode == 0, table.stderr
+        assert "running" in table.stdout.splitlines()[0]
+        assert table.stdout.splitlines()[2].split()[:2] == ["tun0", "down"]
+        counters.write_text(line % (5000, 50))
+        assert wait_for("up") == "up"
+        status = json.loads(status_path.read_text())
+        assert status["devices"][0]["restores"] == 1
+        assert status["devices"][0]["rx"]["bytes"] == 5000
+    finally:
+        daemon.terminate()
+        assert daemon.wait(5) == 0
+    assert "Traceback" not in daemon.stderr.read()
+    after = subprocess.run([sys.executable, TUNMON, "-c", str(config), "--status"],
+                           capture_output=True, text=True)
+    assert after.returncode == 1 and "STOPPED" in after.stdout
+    records = [json.loads(text) for text in stats_path.read_text().splitlines()]
+    assert {record["device"] for record in records} == {"tun0"}
+    assert {record["state"] for record in records} >= {"down", "up"}
