@@ -859,4 +859,8 @@ def test_the_running_daemon_keeps_the_status_file_and_stats_stream(tmp_path):
     assert after.returncode == 1 and "STOPPED" in after.stdout
     records = [json.loads(text) for text in stats_path.read_text().splitlines()]
     assert {record["device"] for record in records} == {"tun0"}
-    assert {record["state"] for record in records} >= {"down", "up"}
+    # The stream carries the outage: the action and the state changes, whatever states its
+    # 0.2 s samples happened to catch.
+    events = [event for record in records for event in record["events"]]
+    assert any(event["event"] == "action" for event in events), events
+    assert {event["state"] for event in events if event["event"] == "state"} >= {"down", "up"}
