@@ -25,12 +25,6 @@ from tunmon_xml import (ConfigError, EVENT_ACTION, EVENT_POST_RESTORE, EVENT_RES
                         EVENT_RETRY, format_seconds, is_tunmon, os_error_text)
 
 EVENT_PROBE = "probe"
-
-try:
-    import errno
-except ImportError:  # pragma: no cover - every known port has it
-    errno = None
-
 VERSION = "1.0.0"
 DEFAULT_CONFIG = "/etc/tunmon.xml"
 GENERATED_CONFIG = "/var/etc/tunmon.xml"   # what OpenWrt's init script writes from UCI
@@ -41,9 +35,8 @@ HOTPLUG_CALL = os.getenv("TUNMON_HOTPLUG_CALL") or "/sbin/hotplug-call"
 KILL_GRACE = 5.0        # seconds between SIGTERM and SIGKILL for a script
 STOP_GRACE = 2.0        # seconds tunmon waits for scripts on shutdown before SIGKILL
 SIGHUP, SIGINT, SIGKILL, SIGTERM = 1, 2, 9, 15
-
 ENOENT = 2
-EACCES = 13
+EAGAIN = 11
 
 
 def log(level, message):
@@ -645,7 +638,7 @@ class FfiRunner:
         pointers = self.array("L", [self.addressof(word) for word in words] + [0])
         pid = self.fork()
         if pid < 0:
-            raise OSError(EAGAIN_CODE)
+            raise OSError(EAGAIN)
         if pid == 0:
             self.setpgid(0, 0)
             null = self.open_fd("/dev/null", 0)
@@ -668,8 +661,6 @@ class FfiRunner:
     def signal_group(self, pid, sig):
         self.kill(-pid, sig)
 
-
-EAGAIN_CODE = 11
 
 
 def open_libc(ffi):
@@ -1338,7 +1329,7 @@ class Daemon:
         self.pool.service(monotonic())
 
     def dispatch(self, event):
-        kind, step, device = event[0], event[1], event[2]
+        kind, device = event[0], event[2]
         if kind == EVENT_PROBE:
             i = self.config.devices.index(device)
             self.prober.send(i, self.config.device[device].target)
