@@ -382,8 +382,8 @@ class Monitor:
 
     def judge(self, elapsed, counters):
         events = self.events
-        del events[:]
-        del self.changes[:]
+        events.clear()      # (del x[:] allocates on MicroPython; clear() does not)
+        self.changes.clear()
         self.rx_bytes_delta = 0
         self.rx_packets_delta = 0
         self.ticks += elapsed

@@ -777,7 +777,8 @@ def load_config(path):
         if size > MAX_CONFIG_BYTES:
             raise ConfigError("file is larger than 1 MiB", path)
         with open(path, "rb") as f:
-            data = f.read(MAX_CONFIG_BYTES + 1)
+            # Not MAX_CONFIG_BYTES: MicroPython would reserve that whole MiB up front.
+            data = f.read(size + 1)
     except OSError as err:
         raise ConfigError("cannot read config: %s" % os_error_text(err), path)
     try:
