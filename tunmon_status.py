@@ -180,7 +180,8 @@ class DeviceReport:
         self.first_tick = None        # Monitor.ticks when first observed; None before
         self.state = None
         self.since = 0.0              # when `state` began
-        self.last = [-1, -1, -1, -1]  # counters at the previous observed tick
+        self.last = [-1, -1, -1, -1]  # RX at the previous tick, TX where last loaded
+        self.tx_clock = 0.0           # when TX was last loaded (only for writes: see load_tx)
         self.rate = [None] * 4        # per second over the last tick, at the last snapshot
         self.avg = [None] * 4         # smoothed per-second rates
         self.avg_base = [-1] * 4      # counters when `avg` was last updated
@@ -278,6 +279,8 @@ class Reporter:
         self.monitor = monitor
         self.counters = counters
         devices = self.devices
+        if first:
+            counters.load_tx()
         for i in range(len(devices)):
             report = devices[i]
             dev = monitor.devices[i]
@@ -295,19 +298,27 @@ class Reporter:
 
         write_status = self.dirty or ticks >= self.status_due_tick
         emit_stats = self.stats is not None and ticks >= self.stats_due_tick
+        # TX is read only when it is shown: its rates cover the time since it was last read.
+        tx_loaded = first or write_status or emit_stats
         if write_status or emit_stats:
+            if not first:
+                counters.load_tx()
             self.measure(ticks, previous_ticks, counters)
             if emit_stats:
                 self.emit_stats(now, ticks, monitor, counters)
             if write_status:
                 self.write_status(now, ticks, monitor, counters, STATE_RUNNING)
 
+        clock = self.clock(ticks) if tx_loaded else 0.0   # a float allocates on MicroPython
         for i in range(len(devices)):
-            last = devices[i].last
+            report = devices[i]
+            last = report.last
             last[RX_BYTES] = counters.rx_bytes[i]
             last[RX_PACKETS] = counters.rx_packets[i]
-            last[TX_BYTES] = counters.tx_bytes[i]
-            last[TX_PACKETS] = counters.tx_packets[i]
+            if tx_loaded:
+                last[TX_BYTES] = counters.tx_bytes[i]
+                last[TX_PACKETS] = counters.tx_packets[i]
+                report.tx_clock = clock
         self.ticks = ticks
 
     def first_seen(self, report, dev, ticks, counters, i):
@@ -359,8 +370,9 @@ class Reporter:
             fresh = report.first_tick == ticks   # no previous tick to measure against
             since_avg = clock - report.avg_clock
             for k in range(4):
+                seconds = tick_seconds if k < TX_BYTES else clock - report.tx_clock
                 report.rate[k] = None if fresh else per_second(
-                    counted(current[k], report.last[k]), tick_seconds)
+                    counted(current[k], report.last[k]), seconds)
                 if since_avg > 0:
                     report.avg[k] = smoothed(report.avg[k], per_second(
                         counted(current[k], report.avg_base[k]), since_avg), since_avg)
