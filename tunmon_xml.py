@@ -146,9 +146,11 @@ class _Parser:
             if ref.startswith("#"):
                 try:
                     code = int(ref[2:], 16) if ref[1:2] in ("x", "X") else int(ref[1:])
-                    out.append(chr(code))
-                except (ValueError, OverflowError):
+                except ValueError:
+                    code = -1
+                if not is_xml_char(code):
                     raise self.error("bad character reference &%s;" % ref, start + amp)
+                out.append(chr(code))
             elif ref in ENTITIES:
                 out.append(ENTITIES[ref])
             else:
@@ -277,9 +279,21 @@ def parse_xml(data, filename="<config>"):
         data = data[1:]
     if "\r" in data:
         data = data.replace("\r\n", "\n").replace("\r", "\n")
-    if "\x00" in data:
-        raise ConfigError("NUL byte in file", filename, data.count("\n", 0, data.find("\x00")) + 1)
+    for code in range(32):
+        # XML allows no control characters but tab and newline (CR is gone by now): a NUL
+        # could not even be passed to exec.
+        if code != 9 and code != 10 and chr(code) in data:
+            at = data.find(chr(code))
+            what = "NUL byte" if code == 0 else "control character %d" % code
+            raise ConfigError(what + " in file", filename,
+                              data.count("\n", 0, at) + 1, at - data.rfind("\n", 0, at))
     return _Parser(data, filename).document()
+
+
+def is_xml_char(code):
+    """XML's Char production: what a character reference may name."""
+    return (code in (9, 10, 13) or 0x20 <= code <= 0xD7FF or 0xE000 <= code <= 0xFFFD
+            or 0x10000 <= code <= 0x10FFFF)
 
 
 def _first_bad_utf8(data):

@@ -57,12 +57,12 @@ and status and stats files absolute paths: a relative path would resolve against
 XML's directory. A disabled config may name no device (the shipped default); an enabled one
 must name at least one. Output is a pure function of the input text.
 """
-import os
 import sys
 
-from tunmon_xml import (DEVICE_ATTRIBUTES, GLOBAL_VALUES, MIN_INTERVAL, STATS_VALUES,
+from tunmon_xml import (DEVICE_ATTRIBUTES, GLOBAL_VALUES, MAX_CONFIG_BYTES, MIN_INTERVAL,
+                        STATS_VALUES,
                         ConfigError, escape, os_error_text, parse_bool, parse_count,
-                        parse_seconds, split_words)
+                        parse_seconds, split_words, write_atomically)
 
 NAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_"
 BLANKS = " \t\r\f\v"
@@ -90,11 +90,13 @@ class Section:
 def parse_uci(text, filename):
     """Parse UCI text into a list of Sections in file order, with UCI's semantics."""
     sections = []
+    by_path = {}        # indexes, so that thousands of sections stay linear
+    counts = {}         # section type -> sections of that type so far
     current = None
     for line, words in _commands(text.replace("\r\n", "\n"), filename):
         keyword = words[0]
         if keyword in ("config", "c"):
-            current = _open_section(sections, words, line, filename)
+            current = _open_section(sections, by_path, counts, words, line, filename)
         elif keyword in ("option", "o", "list", "l"):
             if current is None:
                 raise ConfigError("'%s' before the first 'config'" % keyword, filename, line)
@@ -221,25 +223,26 @@ def _check_package(sections, words, line, filename):
         raise ConfigError("'package' after the first section", filename, line)
 
 
-def _open_section(sections, words, line, filename):
+def _open_section(sections, by_path, counts, words, line, filename):
     """Start a section; naming an existing section reopens it, as UCI does."""
     kind, name = _arguments(words, 2, "type", line, filename)
     _check_name(kind, "section type", line, filename)
     if name:
         _check_name(name, "section", line, filename)
         path = "tunmon." + name
-        for section in sections:
-            if section.path == path:
-                if section.kind != kind:
-                    raise ConfigError("section '%s' has type '%s' (line %d), not '%s'"
-                                      % (name, section.kind, section.line, kind),
-                                      filename, line)
-                return section
+        section = by_path.get(path)
+        if section is not None:
+            if section.kind != kind:
+                raise ConfigError("section '%s' has type '%s' (line %d), not '%s'"
+                                  % (name, section.kind, section.line, kind), filename, line)
+            return section
     else:
         # Named sections count too, as in `uci show`'s @type[N].
-        path = "tunmon.@%s[%d]" % (kind, len([s for s in sections if s.kind == kind]))
+        path = "tunmon.@%s[%d]" % (kind, counts.get(kind, 0))
     section = Section(kind, path, line)
     sections.append(section)
+    by_path[path] = section
+    counts[kind] = counts.get(kind, 0) + 1
     return section
 
 
@@ -285,7 +288,9 @@ def _count(value):
 
 
 def _text(value):
-    return value
+    if not value.strip():
+        raise ValueError("is empty")
+    return value.strip()
 
 
 def _interpreter(value):
@@ -452,6 +457,7 @@ def uci_to_xml(text, filename):
                 for section in parse_uci(text, filename)]
     settings = {}
     devices = []    # (interface name, line, its section's values, its section's path)
+    device_lines = {}   # interface name -> the line that watches it
     groups = {}     # name of a named device section -> the interface names it watches
     stats = []
     for section, values in sections:
@@ -460,7 +466,7 @@ def uci_to_xml(text, filename):
         elif section.kind == "device":
             _check_probe(values, section.path, filename)
             for name, line in values["name"]:
-                _add_device(devices, (name, line, values, section.path), filename)
+                _add_device(devices, device_lines, (name, line, values, section.path), filename)
             if not section.path.startswith("tunmon.@"):
                 groups[section.path[len("tunmon."):]] = [name for name, line in values["name"]]
         elif section.kind == "stats":
@@ -512,11 +518,11 @@ def _value(values, name):
     return values[name][0][0]
 
 
-def _add_device(devices, device, filename):
-    for known in devices:
-        if known[0] == device[0]:
-            raise ConfigError("device '%s' is already watched (line %d)" % (device[0], known[1]),
-                              filename, device[1])
+def _add_device(devices, device_lines, device, filename):
+    if device[0] in device_lines:
+        raise ConfigError("device '%s' is already watched (line %d)"
+                          % (device[0], device_lines[device[0]]), filename, device[1])
+    device_lines[device[0]] = device[1]
     devices.append(device)
 
 
@@ -654,6 +660,8 @@ def _read_text(source):
                 data = stream.read()
     except OSError as err:
         raise ConfigError("cannot read %s: %s" % (source, os_error_text(err)))
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError("file is larger than 1 MiB", source)
     try:
         return data.decode("utf-8")
     except UnicodeError:
@@ -661,20 +669,11 @@ def _read_text(source):
 
 
 def _write_atomically(path, text):
-    """Write through a temporary file in the same directory and rename it over `path`, so
-    readers (procd's checksum, a SIGHUP reload) see the old file or the new one, never a
-    partial one, and a failed write leaves the last good file in place. No fsync: the
-    target is on tmpfs (/var/etc), and MicroPython's os has none."""
-    temporary = path + ".tmp"
+    """The last good file stays in place unless the new one is complete (temp + rename, the
+    same as the daemon's own files), so procd and a SIGHUP reload never see a partial one."""
     try:
-        with open(temporary, "wb") as stream:
-            stream.write(text.encode("utf-8"))
-        os.rename(temporary, path)
+        write_atomically(path, text)
     except OSError as err:
-        try:
-            os.remove(temporary)
-        except OSError:
-            pass  # it was never created
         raise ConfigError("cannot write %s: %s" % (path, os_error_text(err)))
 
 
