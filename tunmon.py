@@ -1084,7 +1084,10 @@ class Signals:
         try:
             if use_ffi:
                 raise ImportError
-            import signal
+            try:
+                import _signal as signal   # its C core: `signal` pulls in enum, ~1 MiB of RSS
+            except ImportError:
+                import signal
             self._install_signal_module(signal)
         except ImportError:
             try:

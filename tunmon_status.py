@@ -17,7 +17,6 @@ and the table are documented in docs/status.md.
 Runs on CPython 3.11+ and the MicroPython unix port: no os.path, re or datetime; JSON objects
 are written by a small encoder with a fixed key order, because MicroPython's dicts have none.
 """
-import json
 import math
 import os
 import sys
@@ -56,13 +55,46 @@ def error(message):
 
 def dumps(value):
     """JSON text of `value`, where a tuple of (key, value) pairs stands for an object."""
+    if isinstance(value, dict):
+        value = tuple(value.items())
     if isinstance(value, tuple):
-        return "{" + ", ".join(json.dumps(key) + ": " + dumps(item) for key, item in value) + "}"
+        return "{" + ", ".join(json_scalar(key) + ": " + dumps(item) for key, item in value) + "}"
     if isinstance(value, list):
         return "[" + ", ".join(dumps(item) for item in value) + "]"
     if isinstance(value, float):
         return number_text(value)
-    return json.dumps(value)
+    return json_scalar(value)
+
+
+JSON_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
+
+
+def _json_scalar(value):
+    """JSON of a string, int, bool or None."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return str(value)
+    out = ['"']
+    for ch in value:
+        if ch == '"' or ch == "\\":
+            out.append("\\" + ch)
+        elif ord(ch) < 32:
+            out.append(JSON_ESCAPES.get(ch) or "\\u%04x" % ord(ch))
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+if sys.implementation.name == "micropython":
+    from json import dumps as json_scalar   # built in, in C: faster than the loop above
+else:
+    json_scalar = _json_scalar   # CPython's json package would cost ~1.4 MiB of RSS
 
 
 def number_text(value):
@@ -709,6 +741,7 @@ def show_status(path, as_json, out, now=None):
     if now is None:
         now = time.time()
     try:
+        import json     # only --status reads JSON: the daemon never loads the package
         status = json.loads(text)
         version = status["version"]
         if version != SCHEMA_VERSION:

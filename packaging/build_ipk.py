@@ -84,6 +84,8 @@ default_postinst $0 $@
 """
 PRERM = """\
 #!/bin/sh
+# python3 caches bytecode beside the modules at its first start; opkg does not know it.
+rm -rf ${IPKG_INSTROOT}/usr/lib/tunmon/__pycache__
 [ -s ${IPKG_INSTROOT}/lib/functions.sh ] || exit 0
 . ${IPKG_INSTROOT}/lib/functions.sh
 default_prerm $0 $@

@@ -9,14 +9,17 @@
 #                       (the init script passes UCI's tunmon.main.interpreter)
 #   TUNMON_LIBDIR       the modules' directory (default /usr/lib/tunmon)
 #
-# MicroPython imports foo.py in preference to foo.mpy from the same directory,
-# and compiling source costs it far more heap than loading precompiled code:
-# the .mpy files live in $TUNMON_LIBDIR/mpy, searched first.
+# Both interpreters import tunmon as a module rather than run it as a script,
+# because compiling costs memory that stays: MicroPython loads the precompiled
+# .mpy files from $TUNMON_LIBDIR/mpy (searched first, as it prefers foo.py over
+# foo.mpy in one directory); python3 caches bytecode in $TUNMON_LIBDIR/__pycache__
+# at its first start (the package's prerm removes it), which keeps the daemon at
+# about 0.5 MiB over a bare interpreter instead of 7 (make bench, BENCHMARKS.md).
 
 LIBDIR="${TUNMON_LIBDIR:-/usr/lib/tunmon}"
 
 # sys.argv is ["-c", LIBDIR, args...] here; tunmon.run gets the args.
-MICROPYTHON_MAIN='import sys
+MAIN='import sys
 lib = sys.argv.pop(1)
 sys.path.insert(0, lib)
 sys.path.insert(0, lib + "/mpy")
@@ -46,8 +49,7 @@ has "$interpreter" || {
 }
 
 if [ "$interpreter" = micropython ]; then
-	exec micropython -c "$MICROPYTHON_MAIN" "$LIBDIR" "$@"
+	exec micropython -c "$MAIN" "$LIBDIR" "$@"
 fi
 # -u: unbuffered, so procd logs each line when it is written.
-# -B: no __pycache__ under /usr/lib/tunmon: opkg would not remove it.
-exec python3 -u -B "$LIBDIR/tunmon.py" "$@"
+exec python3 -u -c "$MAIN" "$LIBDIR" "$@"

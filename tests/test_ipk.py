@@ -222,8 +222,9 @@ def test_everything_the_launcher_and_init_script_use_is_shipped(parts):
     prog = re.search(r"^PROG=(\S+)$", initscript, re.M).group(1)
     assert prog == "/usr/sbin/tunmon" and prog in shipped
     assert "config_load tunmon" in initscript and "/etc/config/tunmon" in shipped
-    # python3 runs $LIBDIR/tunmon.py; MicroPython imports from $LIBDIR/mpy, then $LIBDIR
-    assert "$LIBDIR/tunmon.py" in launcher and 'lib + "/mpy"' in launcher
+    # both interpreters import tunmon from $LIBDIR/mpy (MicroPython's .mpy), then $LIBDIR
+    assert 'sys.path.insert(0, lib)' in launcher and 'lib + "/mpy"' in launcher
+    assert 'python3 -u -c "$MAIN"' in launcher and 'micropython -c "$MAIN"' in launcher
     for module in ("tunmon", "tunmon_xml", "tunmon_uci", "tunmon_status", "tunmon_plot"):
         assert "%s/%s.py" % (libdir, module) in shipped
         assert "%s/mpy/%s.mpy" % (libdir, module) in shipped
