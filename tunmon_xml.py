@@ -140,7 +140,7 @@ class _Parser:
                 return "".join(out)
             out.append(raw[i:amp])
             semi = raw.find(";", amp)
-            if semi < 0 or semi - amp > 12:
+            if semi < 0 or (semi - amp > 12 and raw[amp + 1:amp + 2] != "#"):
                 raise self.error("bare '&' (write &amp;)", start + amp)
             ref = raw[amp + 1:semi]
             if ref.startswith("#"):
@@ -149,12 +149,12 @@ class _Parser:
                 except ValueError:
                     code = -1
                 if not is_xml_char(code):
-                    raise self.error("bad character reference &%s;" % ref, start + amp)
+                    raise self.error("bad character reference &%s;" % shown(ref), start + amp)
                 out.append(chr(code))
             elif ref in ENTITIES:
                 out.append(ENTITIES[ref])
             else:
-                raise self.error("unknown entity &%s; (only lt gt amp quot apos)" % ref,
+                raise self.error("unknown entity &%s; (only lt gt amp quot apos)" % shown(ref),
                                  start + amp)
             i = semi + 1
 
@@ -323,7 +323,7 @@ def parse_seconds(text):
         scale = TIME_UNITS[word[-1]]
         word = word[:-1]
     if not word or not _is_decimal(word):
-        raise ValueError("%r is not a time (examples: 15, 2.5, 4m, 1h)" % text.strip())
+        raise ValueError("%r is not a time (examples: 15, 2.5, 4m, 1h)" % shown(text.strip()))
     return float(word) * scale
 
 
@@ -332,19 +332,24 @@ def _is_decimal(word):
     return digits.isdigit() and len(word) < 20
 
 
+def shown(text, limit=40):
+    """A value as quoted in an error line: a megabyte of it helps nobody."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def parse_bool(text):
     word = text.strip().lower()
     if word in ("1", "yes", "on", "true", "enabled"):
         return True
     if word in ("0", "no", "off", "false", "disabled"):
         return False
-    raise ValueError("%r is not a boolean (use 0 or 1)" % text.strip())
+    raise ValueError("%r is not a boolean (use 0 or 1)" % shown(text.strip()))
 
 
 def parse_count(text, minimum):
     word = text.strip()
     if not word.isdigit() or len(word) > 9 or int(word) < minimum:
-        raise ValueError("%r is not a whole number >= %d" % (word, minimum))
+        raise ValueError("%r is not a whole number >= %d" % (shown(word), minimum))
     return int(word)
 
 
@@ -508,7 +513,7 @@ def _text(text):
 def _choice(*allowed):
     def parse(text):
         if text not in allowed:
-            raise ValueError("%r is not one of %s" % (text, ", ".join(allowed)))
+            raise ValueError("%r is not one of %s" % (shown(text), ", ".join(allowed)))
         return text
     return parse
 
@@ -531,7 +536,7 @@ def parse_host_port(text):
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError("%r is not host:port" % text.strip())
+        raise ValueError("%r is not host:port" % shown(text.strip()))
     return (host, int(port))
 
 
@@ -674,7 +679,7 @@ class _Loader:
         for dev in self.children(elem, "tun_mon/net_devices", ("net_device",)):
             name = self.only_text(dev, "tun_mon/net_devices/net_device", DEVICE_ATTRIBUTES)
             if not valid_interface_name(name):
-                raise self.error("%r is not a network interface name" % name, dev)
+                raise self.error("%r is not a network interface name" % shown(name), dev)
             if name in self.config.device:
                 raise self.error("device %s listed twice" % name, dev)
             device = Device(name, dev.line)
@@ -810,8 +815,15 @@ def write_temporary(path, text):
     """
     suffix = "".join("%02x" % byte for byte in os.urandom(6))
     temp = "%s.%s.tmp" % (path, suffix)
-    with open(temp, "w") as f:
-        f.write(text)
+    try:
+        with open(temp, "w") as f:
+            f.write(text)
+    except OSError:
+        try:
+            os.remove(temp)     # a full disk leaves an empty file behind otherwise
+        except OSError:
+            pass
+        raise
     return temp
 
 

@@ -505,9 +505,9 @@ class Bench:
         self.rss_ticks = 20 if self.quick else 1000
         self.rss_file_size = len(first)
         # Two ways to start it.  "script": `python3 -u -B tunmon.py` from a directory without
-        # .pyc files, as packaging/tunmon.sh starts it on the router: both modules are compiled
-        # at every start.  "module": tunmon imported as a module from a directory with .pyc files
-        # (compileall), so nothing is compiled.
+        # .pyc files: both modules are compiled at every start.  "module": tunmon imported as
+        # a module from a directory with .pyc files (compileall), so nothing is compiled: how
+        # packaging/tunmon.sh starts it on the router once python3 has cached the bytecode.
         self.rss = {}
         argv = ["-c", config, "--proc", proc_path]
         for kind in ("script", "module"):
@@ -561,9 +561,10 @@ class Bench:
         self.results["memory"] = dict(values, elapsed=elapsed, reads_per_second=rate)
         rows = [["`%s -c 'import time; time.sleep(60)'`" % os.path.basename(self.python),
                  "%d KiB" % bare, "%d KiB" % values["bare"]["hwm"], ""]]
-        for kind, what in (("script", "tunmon as packaging/tunmon.sh starts it: "
-                                      "`python3 -u -B tunmon.py`, no .pyc"),
-                           ("module", "tunmon imported as a module, .pyc present")):
+        for kind, what in (("script", "tunmon run as a script: `python3 -u -B tunmon.py`, "
+                                      "no .pyc"),
+                           ("module", "tunmon imported as a module, .pyc present (as "
+                                      "packaging/tunmon.sh starts it)")):
             over = values[kind]["rss"] - bare
             rows.append([what, "%d KiB" % values[kind]["rss"], "%d KiB" % values[kind]["hwm"],
                          "+%d KiB (%.2f MiB)" % (over, over / 1024.0)])

@@ -62,7 +62,7 @@ import sys
 from tunmon_xml import (DEVICE_ATTRIBUTES, GLOBAL_VALUES, MAX_CONFIG_BYTES, MIN_INTERVAL,
                         STATS_VALUES,
                         ConfigError, escape, os_error_text, parse_bool, parse_count,
-                        parse_seconds, split_words, write_atomically)
+                        parse_seconds, shown, split_words, write_atomically)
 
 NAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_"
 BLANKS = " \t\r\f\v"
@@ -662,6 +662,8 @@ def _read_text(source):
         raise ConfigError("cannot read %s: %s" % (source, os_error_text(err)))
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError("file is larger than 1 MiB", source)
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]     # a byte order mark, as some Windows editors write
     try:
         return data.decode("utf-8")
     except UnicodeError:
@@ -679,4 +681,4 @@ def _write_atomically(path, text):
 
 def _shown(value):
     """A value as shown inside a one-line message."""
-    return value.replace("\n", "\\n")
+    return shown(value.replace("\n", "\\n"))
