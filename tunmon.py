@@ -147,10 +147,7 @@ class CounterReader(Counters):
 
     def close(self):
         if self.file is not None:
-            try:
-                self.file.close()
-            except OSError:
-                pass
+            close_quietly(self.file)
             self.file = None
 
     def _fill(self, f):
@@ -272,16 +269,11 @@ class SysfsValue:
         except OSError:
             self.close()
             return -1
-        if length and buf[length - 1] == 10:
-            length -= 1
-        return length or 0
+        return without_newline(buf, length)
 
     def close(self):
         if self.file is not None:
-            try:
-                self.file.close()
-            except OSError:
-                pass
+            close_quietly(self.file)
             self.file = None
             SysfsValue.open_files -= 1
 
@@ -336,9 +328,21 @@ def read_small(path, buf):
             length = f.readinto(buf)
     except OSError:
         return -1
+    return without_newline(buf, length)
+
+
+def without_newline(buf, length):
+    """sysfs values end with a newline; the parsers want just the value."""
     if length and buf[length - 1] == 10:
         length -= 1
     return length or 0
+
+
+def close_quietly(f):
+    try:
+        f.close()
+    except OSError:
+        pass
 
 
 # operstate words by (first letter, length), which tells them apart without making a string.
