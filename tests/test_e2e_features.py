@@ -1,6 +1,6 @@
 """Issue 5 on the real kernel: the built-in probe, link state from sysfs, and the proc and
 sysfs counter sources deciding alike — in the namespace test bed of test_e2e.py."""
-import os
+import subprocess
 import time
 
 import pytest
@@ -17,6 +17,12 @@ def write_config(r, devices, ladder="", extra="", name="tunmon.xml"):
         f.write('<tun_mon><interval>%s</interval>%s<net_devices>%s</net_devices>%s</tun_mon>\n'
                 % (INTERVAL, extra, devices, ladder))
     return path
+
+
+def operstate(bed, dev):
+    result = subprocess.run(bed.exec_argv(bed.router, ["cat", "/sys/class/net/%s/operstate"
+                                                       % dev]), capture_output=True, text=True)
+    return result.stdout.strip()
 
 
 def probe_lines(r):
@@ -90,8 +96,10 @@ def test_a_link_down_is_reported_and_passed_to_scripts(run):
     got = r.wait_for("alert.sh", 3 + SLACK)
     assert got[0]["env"]["TUNMON_LINK"] == "up", r.stderr()
     r.proc.kill()
-    # Then the provider's end of the veth goes down: no carrier here.
+    # Then the provider's end of the veth goes down: no carrier here.  The kernel's linkwatch
+    # may take up to a second to update operstate: wait for it before starting tunmon.
     r.bed.underlay_down()
+    assert netbed.wait_until(lambda: operstate(r.bed, netbed.UNDERLAY) != "up", 3)
     r.start(config)
     got = r.wait_for("alert.sh", 3 + SLACK, count=2)
     assert got[1]["env"]["TUNMON_LINK"] == "down", r.stderr()
