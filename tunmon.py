@@ -1330,7 +1330,9 @@ def choose_counter_source(config, proc_path, sys_root):
                 present = len(os.listdir(sys_root))
             except OSError:
                 present = 0
-            if 4 * 7 * len(config.devices) < 16 + 1.25 * present:
+            watched = len(config.devices)
+            per_file = 1.5 if 4 * watched <= SysfsValue.OPEN_FILES_MAX else 10.0
+            if 2 * per_file * watched < 16 + 1.7 * present:
                 source = "sysfs"
     if source == "sysfs":
         return SysfsCounterReader(sys_root, config.devices)
@@ -1469,8 +1471,9 @@ class Daemon:
                 self.prober.collect(reader.replied)
             monitor = self.monitor
             events = monitor.judge(elapsed, reader)
-            for i in range(len(reader.replied)):
-                reader.replied[i] = 0
+            if self.prober:
+                for i in range(len(reader.replied)):
+                    reader.replied[i] = 0
             if self.trace:
                 self.trace_tick(elapsed)
             for event in events:
