@@ -1,11 +1,21 @@
 """tunmon's status file, statistics stream and the `--status` table.
 
 Reporter lives inside the daemon.  observe() is called on every tick whose counters were read;
-on a quiet tick it only copies the counters' references (no allocation) and compares tick
-numbers.  The status file is written when a device changed state, an event fired, a script
-exited or the config was reloaded, and otherwise every `status_interval`; statistics lines
-go out every `<stats><interval>`.  Failed writes are logged once and never raise: a full
-/var/run must not stop the monitor.
+a quiet tick (no state change, no event, nothing due) costs the same however many devices are
+watched, and allocates nothing: state changes come from the Monitor's list of them, devices
+not observed yet from a list that only a start or a reload fills, and no device is looked at
+otherwise until a write is due.  The status file is written when a device changed state, an
+event fired, a script exited or the config was reloaded, and otherwise every
+`status_interval`; statistics lines go out every `<stats><interval>`.  Failed writes are
+logged once and never raise: a full /var/run must not stop the monitor.
+
+Rates: the counters are "loaded" (TX read with load_tx(), all four kept as the base of the
+next rates) only when they are shown: at a status write or a statistics line.  The
+status file's "rate" and "pps", RX and TX alike, are per second over the time since the
+previous load, that is since the previous status write or statistics line, whichever came
+last (null for a device first seen at this write, or absent now).  The smoothed rates
+("rate_avg", "pps_avg") are brought up to date at the same moments, from the same amounts.
+A statistics line's own rates cover its `period`, since the previous line.
 
 Times: rates and the "since" of states are measured on the monitor's own clock (ticks x
 interval, immune to wall clock jumps such as the first NTP sync of a router without an RTC)
@@ -212,12 +222,12 @@ class DeviceReport:
         self.first_tick = None        # Monitor.ticks when first observed; None before
         self.state = None
         self.since = 0.0              # when `state` began
-        self.last = [-1, -1, -1, -1]  # RX at the previous tick, TX where last loaded
-        self.tx_clock = 0.0           # when TX was last loaded (only for writes: see load_tx)
-        self.rate = [None] * 4        # per second over the last tick, at the last snapshot
+        # The counters when they were last loaded (a status write or a statistics line, see
+        # Reporter.measure), and when: the base of `rate` and of the update of `avg`.
+        self.last = [-1, -1, -1, -1]
+        self.last_clock = 0.0
+        self.rate = [None] * 4        # per second between the last two loads
         self.avg = [None] * 4         # smoothed per-second rates
-        self.avg_base = [-1] * 4      # counters when `avg` was last updated
-        self.avg_clock = 0.0
         self.stats_base = [-1] * 4    # counters at the last statistics line
         self.stats_clock = 0.0
         self.events = []              # (kind, step or state, clock, silent seconds) since then
@@ -232,6 +242,7 @@ class Reporter:
         self.pid = pid
         self.devices = []           # DeviceReport per watched device, in config order
         self.by_name = {}
+        self.unseen = []            # indices in `devices` of those not observed yet
         self.ticks = None           # Monitor.ticks at the last observe(); None before the first
         # The monitor clock in seconds is base_seconds + (ticks - base_ticks) * interval;
         # the base moves on every reload, so a changed interval keeps the seconds right.
@@ -265,12 +276,16 @@ class Reporter:
         self.status_interval = config.status_interval
         devices = []
         by_name = {}
+        unseen = []
         for name in config.devices:
             report = self.by_name.get(name) or DeviceReport(name)
+            if report.first_tick is None:
+                unseen.append(len(devices))
             devices.append(report)
             by_name[name] = report
         self.devices = devices
         self.by_name = by_name
+        self.unseen = unseen
         old = self.stats
         self.stats = config.stats
         if old is None or self.stats is None or old.udp != self.stats.udp:
@@ -304,66 +319,70 @@ class Reporter:
     # -- every tick ---------------------------------------------------------------------------
 
     def observe(self, now, monitor, counters):
+        """Take the tick just judged by `monitor`; write and emit what is due.
+
+        A quiet tick must not loop over the devices nor allocate (a float allocates on
+        MicroPython): everything per device below is behind a test of a list that is empty
+        on such a tick, or of a write being due.
+        """
         ticks = monitor.ticks
-        first = self.ticks is None
-        previous_ticks = ticks if first else self.ticks
         self.now = now
         self.monitor = monitor
         self.counters = counters
-        devices = self.devices
-        if first:
+        loaded = False              # load_tx() done at this tick
+        if self.unseen:
+            # Their bases take all four counters.  (No extra read: a first sighting makes the
+            # tick dirty, so the status write below would load TX anyway.)
             counters.load_tx()
-        for i in range(len(devices)):
-            report = devices[i]
-            dev = monitor.devices[i]
-            if report.first_tick is None:
-                self.first_seen(report, dev, ticks, counters, i)
-            elif report.state != dev.state:
-                clock = self.clock(ticks)
-                report.state = dev.state
-                report.since = clock
-                if self.stats is not None:
-                    report.events.append(("state", dev.state, clock, None))
-                self.dirty = True
+            loaded = True
+            for i in self.unseen:
+                self.first_seen(self.devices[i], monitor.devices[i], ticks, counters, i)
+            self.unseen.clear()     # (del x[:] allocates on MicroPython; clear() does not)
+        if monitor.changes:
+            self.note_changes(monitor.changes, ticks)
         if monitor.events:
             self.note_events(monitor, ticks)
 
         write_status = self.dirty or ticks >= self.status_due_tick
         emit_stats = self.stats is not None and ticks >= self.stats_due_tick
-        # TX is read only when it is shown: its rates cover the time since it was last read.
-        tx_loaded = first or write_status or emit_stats
         if write_status or emit_stats:
-            if not first:
+            # The counters are loaded only when they are shown: TX is read from the kernel's
+            # text here, and all rates cover the time since the previous load.
+            if not loaded:
                 counters.load_tx()
-            self.measure(ticks, previous_ticks, counters)
+            self.measure(ticks, counters)
             if emit_stats:
                 self.emit_stats(now, ticks, monitor, counters)
             if write_status:
                 self.write_status(now, ticks, monitor, counters, STATE_RUNNING)
-
-        clock = self.clock(ticks) if tx_loaded else 0.0   # a float allocates on MicroPython
-        for i in range(len(devices)):
-            report = devices[i]
-            last = report.last
-            last[RX_BYTES] = counters.rx_bytes[i]
-            last[RX_PACKETS] = counters.rx_packets[i]
-            if tx_loaded:
-                last[TX_BYTES] = counters.tx_bytes[i]
-                last[TX_PACKETS] = counters.tx_packets[i]
-                report.tx_clock = clock
         self.ticks = ticks
 
     def first_seen(self, report, dev, ticks, counters, i):
+        """A device observed for the first time (at start, or added by a reload): the Monitor
+        reports changes of state only, so its state is taken here, and every base starts now."""
         clock = self.clock(ticks)
         current = current_counters(counters, i)
         report.first_tick = ticks
         report.state = dev.state
         report.since = clock
-        report.avg_base = list(current)
-        report.avg_clock = clock
+        report.last = current       # zero seconds to this tick's measure(): its rates are None
+        report.last_clock = clock
         report.stats_base = list(current)
         report.stats_clock = clock
         self.dirty = True
+
+    def note_changes(self, changes, ticks):
+        """The states Monitor.judge() changed at this tick: (DeviceState, new state) pairs."""
+        clock = self.clock(ticks)
+        for dev, state in changes:
+            report = self.by_name.get(dev.name)
+            # Skipped: a device first seen at this tick (first_seen() took its state already).
+            if report is not None and report.state != state:
+                report.state = state
+                report.since = clock
+                if self.stats is not None:
+                    report.events.append(("state", state, clock, None))
+                self.dirty = True
 
     def note_events(self, monitor, ticks):
         """Remember the script events of this tick (probes are only counted, by the monitor)."""
@@ -392,25 +411,23 @@ class Reporter:
             report.last_exit = (event, code, clock)
         self.dirty = True
 
-    def measure(self, ticks, previous_ticks, counters):
-        """Rates over the last tick, and the smoothed rates brought up to this tick."""
+    def measure(self, ticks, counters):
+        """At a load of the counters: the rates since the previous load, the smoothed rates
+        brought up to this tick, and this load as the base of the next."""
         clock = self.clock(ticks)
-        tick_seconds = (ticks - previous_ticks) * self.interval
         for i in range(len(self.devices)):
             report = self.devices[i]
             current = current_counters(counters, i)
-            fresh = report.first_tick == ticks   # no previous tick to measure against
-            since_avg = clock - report.avg_clock
+            seconds = clock - report.last_clock    # 0 for a device first seen at this tick
+            last = report.last
+            rate = report.rate
+            avg = report.avg
             for k in range(4):
-                seconds = tick_seconds if k < TX_BYTES else clock - report.tx_clock
-                report.rate[k] = None if fresh else per_second(
-                    counted(current[k], report.last[k]), seconds)
-                if since_avg > 0:
-                    report.avg[k] = smoothed(report.avg[k], per_second(
-                        counted(current[k], report.avg_base[k]), since_avg), since_avg)
-            if since_avg > 0:
-                report.avg_base = current
-                report.avg_clock = clock
+                rate[k] = per_second(counted(current[k], last[k]), seconds)
+                if seconds > 0:
+                    avg[k] = smoothed(avg[k], rate[k], seconds)
+                last[k] = current[k]
+            report.last_clock = clock
 
     # -- status file --------------------------------------------------------------------------
 

@@ -161,26 +161,38 @@ def test_status_through_an_outage(tmp_path):
     assert seen[12] == seen[11]     # tick 12: nothing changed and nothing due
 
 
-def test_rates_over_the_last_tick_and_smoothed(tmp_path):
+def test_rates_since_the_previous_write_and_smoothed(tmp_path):
+    """Rates cover the time since the counters were last loaded: here, with no statistics,
+    since the previous status write (ticks 0, 2, 4, 6, 8, 10 and 11), not the last tick."""
     run, seen = outage_run(tmp_path)
     # tick 0 is the baseline: nothing to measure a rate against yet
     assert device(seen[0], "wg0")["rx"] == {"bytes": 2000, "packets": 4, "rate": None,
                                             "pps": None, "rate_avg": None, "pps_avg": None}
-    # wg0: 2000 bytes and 4 packets per 5 s tick, steadily: every rate is exactly that
+    # wg0: 2000 bytes and 4 packets per 5 s tick, steadily: every rate is exactly that, over
+    # two ticks (4000 B in 10 s) as over one (tick 11: 2000 B in 5 s)
     for status in seen[2:]:
         assert device(status, "wg0")["rx"]["rate"] == 400.0
         assert device(status, "wg0")["rx"]["pps"] == 0.8
         assert device(status, "wg0")["rx"]["rate_avg"] == pytest.approx(400.0)
-    # tun0 at tick 4: nothing received in the last tick, 100 B/s sent
+    # tun0 at tick 2: silent in the last tick, but since the write at tick 0 it received
+    # 1000 B and 10 packets (tick 1) in 10 s: 100 B/s and 1 packet/s, not 0; it sent 2 x 500 B
+    tun0 = device(seen[2], "tun0")
+    assert (tun0["rx"]["rate"], tun0["rx"]["pps"]) == (100.0, 1.0)
+    assert (tun0["tx"]["rate"], tun0["tx"]["pps"]) == (100.0, 1.0)
+    # tun0 at tick 4: nothing received since the write at tick 2, 1000 B and 10 packets sent
+    # in those 10 s
     tun0 = device(seen[4], "tun0")
     assert (tun0["rx"]["rate"], tun0["tx"]["rate"], tun0["tx"]["pps"]) == (0.0, 100.0, 1.0)
+    # tun0 at tick 11, one tick after the write at tick 10: 1000 B and 10 packets in 5 s
+    tun0 = device(seen[11], "tun0")
+    assert (tun0["rx"]["rate"], tun0["rx"]["pps"]) == (200.0, 2.0)
     # its smoothed RX rate, by hand: first update at tick 2 (2 ticks, 1000 B in 10 s -> 100 B/s
     # starts the average), then tick 4 (10 s at 0 B/s), then ticks 6 and 8 and 10, then tick 11
     # (1000 B in 5 s)
     average = 100.0
     for seconds, rate in ((10, 0.0), (10, 0.0), (10, 0.0), (10, 0.0), (5, 200.0)):
         average += (1 - pow(2.718281828459045, -seconds / 60.0)) * (rate - average)
-    assert device(seen[11], "tun0")["rx"]["rate_avg"] == pytest.approx(average, abs=0.001)
+    assert tun0["rx"]["rate_avg"] == pytest.approx(average, abs=0.001)
 
 
 def test_rate_arithmetic():
@@ -198,21 +210,145 @@ def test_rate_arithmetic():
 
 
 def test_skipped_ticks_reset_and_absent_devices(tmp_path):
-    run = Run(make_config(str(tmp_path), devices=("tun0",), status_interval=1))
-    run.step(tun0=(1000, 10, 100, 1))
-    run.step(elapsed=3, tun0=(3000, 30, 0, 0))       # three ticks in one: 15 s
-    rx = device(run.status(), "tun0")["rx"]
-    assert (rx["rate"], rx["pps"]) == (200.0, 2.0)
+    """Whatever ticks passed or were skipped, a rate is the amount counted since the previous
+    write over the seconds since it."""
+    run = Run(make_config(str(tmp_path), devices=("tun0",)))   # 5 s ticks, written every 10 s
+    run.step(tun0=(1000, 10, 100, 1))                   # tick 0: written, the base
+    run.step(tun0=(2000, 20, 0, 0))                     # tick 1: quiet, not written
+    assert run.status()["updated"] == START
+    run.step(elapsed=3, tun0=(3000, 30, 0, 0))       # three ticks in one: tick 4, due
+    status = run.status()
+    assert status["updated"] == START + 20
+    # since tick 0: 2000 + 3000 B and 20 + 30 packets in 20 s (the last tick alone, 15 s
+    # with 3000 B, would say 200 B/s); nothing sent
+    rx = device(status, "tun0")["rx"]
+    assert (rx["bytes"], rx["rate"], rx["pps"]) == (6000, 250.0, 2.5)
+    assert device(status, "tun0")["tx"]["rate"] == 0.0
     run.counters.rx_bytes[0] = 50                       # interface re-created
     run.counters.rx_packets[0] = 1
-    run.step()
+    run.step(elapsed=2)                                 # tick 6, due (30 s)
+    # all 50 B and 1 packet are new since the reset, over the 10 s since tick 4
     rx = device(run.status(), "tun0")["rx"]
-    assert (rx["bytes"], rx["rate"], rx["pps"]) == (50, 10.0, 0.2)
+    assert (rx["bytes"], rx["rate"], rx["pps"]) == (50, 5.0, 0.1)
     run.step(tun0=None)                                 # gone from /proc/net/dev
     tun0 = device(run.status(), "tun0")
     assert tun0["state"] == "absent"
     assert tun0["rx"] == {"bytes": None, "packets": None, "rate": None, "pps": None,
                           "rate_avg": None, "pps_avg": None}
+
+
+class Untouchable:
+    """Stands for a per-device list that a quiet tick must not read."""
+
+    def __getitem__(self, i):
+        raise AssertionError("a quiet tick looked at device %r" % (i,))
+
+    def __len__(self):
+        raise AssertionError("a quiet tick counted the devices")
+
+    def __iter__(self):
+        raise AssertionError("a quiet tick looped over the devices")
+
+
+def test_a_quiet_tick_looks_at_no_device(tmp_path):
+    """observe() runs every tick: one where nothing changed and nothing is due costs the same
+    for any number of devices.  It reads no device, moves no base and writes nothing."""
+    run = Run(make_config(str(tmp_path), devices=("tun0", "wg0")))   # written every 10 s
+    run.step(tun0=TUN0_TRAFFIC, wg0=WG0_TRAFFIC)        # tick 0: written
+    written = run.status()
+    reports = run.reporter.devices
+    bases = [(report.last, list(report.last), report.last_clock) for report in reports]
+    run.step(tun0=TUN0_TRAFFIC, wg0=WG0_TRAFFIC)        # tick 1: judged, nothing changed
+    counters = run.counters
+    devices = run.monitor.devices
+    for column in ("rx_bytes", "rx_packets", "tx_bytes", "tx_packets"):
+        setattr(counters, column, Untouchable())
+    run.monitor.devices = Untouchable()
+    try:
+        run.reporter.observe(START + 5, run.monitor, counters)   # tick 1 again: still quiet
+    finally:
+        run.monitor.devices = devices
+    # the bases are still tick 0's, in the same lists: rates will cover both ticks
+    assert [(report.last, list(report.last), report.last_clock) for report in reports] == bases
+    assert all(report.last is base[0] for report, base in zip(reports, bases))
+    assert bases[0][1:] == ([1000, 10, 500, 5], 0.0)
+    assert run.status() == written
+
+
+def test_a_state_change_between_writes_is_written_at_once(tmp_path):
+    run = Run(make_config(str(tmp_path), devices=("tun0", "wg0"), status_interval=60))
+    run.step(tun0=TUN0_TRAFFIC, wg0=WG0_TRAFFIC)        # tick 0: written
+    run.step(tun0=TUN0_TRAFFIC, wg0=WG0_TRAFFIC)        # tick 1: quiet, next write at tick 12
+    assert run.status()["updated"] == START
+    run.step(wg0=WG0_TRAFFIC)                           # tick 2: tun0 hears nothing
+    status = run.status()
+    assert status["updated"] == START + 10
+    tun0 = device(status, "tun0")
+    assert (tun0["state"], tun0["since"], tun0["silent"]) == ("silent", START + 10, 5.0)
+    # since the write at tick 0: 1000 B received and 500 B sent (both at tick 1) in 10 s
+    assert (tun0["rx"]["rate"], tun0["tx"]["rate"]) == (100.0, 50.0)
+    assert (device(status, "wg0")["state"], device(status, "wg0")["since"]) == ("up", START)
+    run.step(wg0=WG0_TRAFFIC)                           # tick 3: still silent: no change
+    assert run.status()["updated"] == START + 10
+    run.step(tun0=TUN0_TRAFFIC, wg0=WG0_TRAFFIC)        # tick 4: heard again
+    tun0 = device(run.status(), "tun0")
+    assert (tun0["state"], tun0["since"]) == ("up", START + 20)
+
+
+class KernelCounters(Counters):
+    """Like the daemon's CounterReader: TX shows only after load_tx(), -1 until then."""
+
+    def __init__(self, count):
+        Counters.__init__(self, count)
+        self.kernel_tx = [(0, 0)] * count
+        self.tx_bytes = [-1] * count
+        self.tx_packets = [-1] * count
+
+    def load_tx(self):
+        for i in range(len(self.kernel_tx)):
+            present = self.rx_bytes[i] >= 0
+            self.tx_bytes[i] = self.kernel_tx[i][0] if present else -1
+            self.tx_packets[i] = self.kernel_tx[i][1] if present else -1
+
+
+def test_devices_added_by_a_reload_start_afresh(tmp_path):
+    """A device added by a reload takes its first state at its first tick (the Monitor reports
+    changes only), with no state event for it, and all four counters as its bases."""
+    run = Run(stats_config(tmp_path, "<interval>10</interval><file>%s/stats.jsonl</file>"
+                                     % tmp_path, devices=("wg0",)))
+    run.step(wg0=WG0_TRAFFIC)                           # tick 0
+    config = stats_config(tmp_path, "<interval>10</interval><file>%s/stats.jsonl</file>"
+                                    % tmp_path, devices=("wg0", "eth1", "gre1"))
+    run.monitor.reconfigure(config, run.config.interval)
+    run.reporter.configure(config)
+    run.config = config
+    counters = KernelCounters(3)                        # the reload opens a new reader
+    counters.rx_bytes[0], counters.rx_packets[0] = 4000, 8
+    counters.rx_bytes[1], counters.rx_packets[1] = 7777, 7    # eth1: up for a while already
+    counters.kernel_tx[1] = (5000, 50)
+    counters.rx_bytes[2] = counters.rx_packets[2] = -1  # gre1: absent
+    run.monitor.judge(1, counters)                      # tick 1
+    run.reporter.observe(START + 5, run.monitor, counters)
+    status = run.status()
+    assert status["updated"] == START + 5
+    eth1, gre1 = device(status, "eth1"), device(status, "gre1")
+    assert (eth1["state"], eth1["since"], eth1["tx"]["bytes"]) == ("up", START + 5, 5000)
+    assert (eth1["rx"]["rate"], eth1["tx"]["rate"]) == (None, None)
+    assert (gre1["state"], gre1["since"], gre1["rx"]["rate"]) == ("absent", START + 5, None)
+    counters.rx_bytes[0] += 2000
+    counters.rx_bytes[1] += 500
+    counters.kernel_tx[1] = (6000, 60)
+    run.monitor.judge(1, counters)                      # tick 2: statistics due (10 s)
+    run.reporter.observe(START + 10, run.monitor, counters)
+    lines = {line["device"]: line for line in map(json.loads, open(tmp_path / "stats.jsonl"))}
+    # eth1 since its first tick, 5 s ago: 500 B received and 1000 B sent (not its 6000 B
+    # total, which a base taken before TX was loaded would count)
+    eth1 = lines["eth1"]
+    assert (eth1["period"], eth1["rx_bytes"], eth1["tx_bytes"], eth1["tx_rate"]) == \
+        (5.0, 500, 1000, 200.0)
+    assert (lines["gre1"]["state"], lines["gre1"]["tx_bytes"]) == ("absent", None)
+    # a first state is not a change of state
+    assert eth1["events"] == [] and lines["gre1"]["events"] == []
 
 
 def test_quiet_ticks_write_only_every_status_interval(tmp_path):
@@ -246,6 +382,7 @@ def test_reload_keeps_devices_and_seconds(tmp_path):
     run.counters = Counters(2)
     run.counters.rx_bytes[1] = run.counters.rx_packets[1] = 0
     run.counters.rx_bytes[0], run.counters.rx_packets[0] = 7777, 7   # eth1: old counters
+    run.counters.tx_bytes[1], run.counters.tx_packets[1] = 600, 6
     run.monitor.judge(1, run.counters)
     run.reporter.observe(START + 15 + 2, run.monitor, run.counters)
     status = run.status()
@@ -255,14 +392,19 @@ def test_reload_keeps_devices_and_seconds(tmp_path):
     assert (tun0["state"], tun0["since"], tun0["actions"]) == ("down", START + 15, 1)
     eth1 = device(status, "eth1")
     assert (eth1["state"], eth1["since"], eth1["rx"]["rate"]) == ("up", START + 17, None)
+    # tun0 sent 600 B and 6 packets since the write at tick 3 (15 s), one 2 s tick ago
+    assert (tun0["tx"]["rate"], tun0["tx"]["pps"]) == (300.0, 3.0)
     run.counters.rx_bytes[0] += 1000
     run.monitor.judge(1, run.counters)
     run.reporter.observe(START + 19, run.monitor, run.counters)
+    assert run.status()["updated"] == START + 17       # nothing due: not written
     run.reporter.configure(config)                      # a reload writes at the next tick
     run.monitor.judge(1, run.counters)
     run.reporter.observe(START + 21, run.monitor, run.counters)
-    assert device(run.status(), "eth1")["rx"]["rate"] == 0.0
     assert run.status()["updated"] == START + 21
+    # eth1 since the write at 17 s: 1000 B (received in the tick to 19 s) and no packet in 4 s
+    eth1 = device(run.status(), "eth1")
+    assert (eth1["rx"]["rate"], eth1["rx"]["pps"]) == (250.0, 0.0)
 
 
 def test_script_exits_and_stop(tmp_path):
