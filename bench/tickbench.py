@@ -60,68 +60,74 @@ class Toggle:
 # The methods: each factory returns a function that performs one tick.
 
 def make_floor(case, tm):
-    paths = case["paths"]
+    # The files stay open, as the daemon keeps /proc/net/dev open: only the reading is timed.
     buf = bytearray(case["size"] + 65536)
     view = memoryview(buf)
     state = Toggle()
     if CPYTHON:
-        readv = os.readv
-        open_ = os.open
-        close = os.close
-        flags = os.O_RDONLY
+        preadv = os.preadv
+        files = [os.open(path, os.O_RDONLY) for path in case["paths"]]
         whole = [buf]
 
         def tick():
             state.i ^= 1
-            fd = open_(paths[state.i], flags)
-            got = readv(fd, whole)
+            fd = files[state.i]
+            got = preadv(fd, whole, 0)
             total = got
             while got:
-                got = readv(fd, [view[total:]])
+                got = preadv(fd, [view[total:]], total)
                 total += got
-            close(fd)
             return total
     else:
+        files = [open(path, "rb", buffering=0) for path in case["paths"]]
+
         def tick():
             state.i ^= 1
-            f = open(paths[state.i], "rb", buffering=0)
+            f = files[state.i]
+            f.seek(0)
             got = f.readinto(buf)
             total = got
             while got:
                 got = f.readinto(view[total:])
                 total += got
-            f.close()
             return total
     return tick
 
 
+def kept_readers(case, tm):
+    """A CounterReader per snapshot file, each keeping its file open as the daemon keeps
+    /proc/net/dev open (a synthetic file is not under /proc/, so the reader would reopen it)."""
+    readers = []
+    for path in case["paths"]:
+        reader = tm.CounterReader(path, case["watched"])
+        reader.keep_open = True
+        reader.read()
+        readers.append(reader)
+    return readers
+
+
 def make_tunmon(case, tm):
-    paths = case["paths"]
-    reader = tm.CounterReader(paths[0], case["watched"])
+    readers = kept_readers(case, tm)
     monitor = tm.Monitor(load_config(tm, case))
-    reader.read()
-    monitor.judge(0, reader)
+    monitor.judge(0, readers[0])
     state = Toggle()
 
     def tick():
         state.i ^= 1
-        reader.path = paths[state.i]
+        reader = readers[state.i]
         if reader.read():
             monitor.judge(1, reader)
-    INFO["reader"] = reader
+    INFO["reader"] = readers[0]
     return tick
 
 
 def make_read(case, tm):
-    paths = case["paths"]
-    reader = tm.CounterReader(paths[0], case["watched"])
-    reader.read()
+    readers = kept_readers(case, tm)
     state = Toggle()
 
     def tick():
         state.i ^= 1
-        reader.path = paths[state.i]
-        reader.read()
+        readers[state.i].read()
     return tick
 
 
@@ -192,12 +198,17 @@ def make_daemon(case, tm):
     daemon.tick(0)
     reader = daemon.reader
     alternate = len(paths) > 1 and getattr(reader, "path", None) == paths[0]
+    if alternate:
+        # Both snapshots kept open, handed to the reader in turn: the daemon keeps
+        # /proc/net/dev open, and a synthetic file would be opened anew at every tick.
+        reader.keep_open = True
+        files = [open(path, "rb", buffering=0) for path in paths]
     state = Toggle()
 
     def tick():
         if alternate:
             state.i ^= 1
-            reader.path = paths[state.i]
+            reader.file = files[state.i]
         daemon.tick(1)
     INFO["source"] = getattr(reader, "source", "?")
     return tick
