@@ -296,9 +296,7 @@ class SysfsValue:
             f = self.file
             if f is None:
                 f = open(self.path, "rb", buffering=0)
-                if SysfsValue.open_files < SysfsValue.OPEN_FILES_MAX:
-                    self.file = f
-                    SysfsValue.open_files += 1
+                self._keep(f)
             else:
                 f.seek(0)
             length = f.readinto(buf)
@@ -308,6 +306,12 @@ class SysfsValue:
             self.close()
             return -1
         return without_newline(buf, length)
+
+    def _keep(self, handle):
+        """Keep `handle` open for the next readings if the open-file budget allows."""
+        if SysfsValue.open_files < SysfsValue.OPEN_FILES_MAX:
+            self.file = handle
+            SysfsValue.open_files += 1
 
     def number(self, buf):
         """The value as a counter (read through `buf`), or -1 if unreadable or malformed."""
@@ -351,14 +355,12 @@ class SysfsFd(SysfsValue):
     def _read_once(self):
         """Open the file, keep it if the budget allows, and read it."""
         fd = os.open(self.path, os.O_RDONLY)
-        if SysfsValue.open_files < SysfsValue.OPEN_FILES_MAX:
-            self.file = fd
-            SysfsValue.open_files += 1
-            return os.pread(fd, 32, 0)
+        self._keep(fd)
         try:
             return os.pread(fd, 32, 0)
         finally:
-            os.close(fd)
+            if self.file is None:
+                os.close(fd)
 
     def close(self):
         if self.file is not None:
