@@ -550,20 +550,26 @@ def group_members(pgid):
     return out
 
 
+def start_with_pidfile_and_refuse_a_second(r, pidfile):
+    """Start tunmon, check its pidfile names it, and that a second instance is refused."""
+    proc = r.start()
+    assert netbed.wait_until(lambda: os.path.exists(pidfile), 2), "no pidfile"
+    with open(pidfile) as f:
+        assert f.read().strip() == str(proc.pid)
+    second = r.spawn_second()
+    assert second.wait(10) == 1, second.text()
+    assert "already running (pid %d)" % proc.pid in second.text(), second.text()
+    return proc
+
+
 def test_sigterm_pidfile_and_second_instance(sig_run):
     r = sig_run
     pidfile = str(r.dir / "tunmon.pid")
     # an idle tunnel (no traffic): the long script starts 0.4 s after start-up
     long = r.script("long.sh", "sleep 30 &\nsleep 30")
     r.config(["vx0"], actions=[(0.4, long)], pidfile=pidfile)
-    proc = r.start()
-    assert netbed.wait_until(lambda: os.path.exists(pidfile), 2), "no pidfile"
-    with open(pidfile) as f:
-        assert f.read().strip() == str(proc.pid)
+    proc = start_with_pidfile_and_refuse_a_second(r, pidfile)
 
-    second = r.spawn_second()
-    assert second.wait(10) == 1, second.text()
-    assert "already running (pid %d)" % proc.pid in second.text(), second.text()
 
     rec = r.wait_for("long.sh", 0.4 + INTERVAL + SLACK + 2)[0]
     assert netbed.wait_until(lambda: len(group_members(rec["pgid"])) >= 3, 2), \
@@ -632,13 +638,7 @@ def test_no_ffi_fallback_pidfile_and_signals(noffi_run):
     pidfile = str(r.dir / "tunmon.pid")
     long = r.script("long.sh", "sleep 30")
     r.config(["vx0"], actions=[(0.4, long)], pidfile=pidfile)
-    proc = r.start()
-    assert netbed.wait_until(lambda: os.path.exists(pidfile), 2), "no pidfile"
-    with open(pidfile) as f:
-        assert f.read().strip() == str(proc.pid)
-    second = r.spawn_second()
-    assert second.wait(10) == 1, second.text()
-    assert "already running (pid %d)" % proc.pid in second.text(), second.text()
+    proc = start_with_pidfile_and_refuse_a_second(r, pidfile)
 
     rec = r.wait_for("long.sh", 0.4 + INTERVAL + SLACK + 2)[0]
     os.kill(proc.pid, signal.SIGTERM)
