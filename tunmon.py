@@ -388,8 +388,27 @@ class SysfsCounterReader(Counters):
         self.tx_values = [["%s/%s/statistics/%s" % (root, name, field)
                            for field in ("tx_bytes", "tx_packets")] for name in devices]
         self.buf = bytearray(32)
+        self.kept_fds = None    # CPython: (rx_bytes, rx_packets) descriptors, all kept open
 
     def read(self):
+        kept_fds = self.kept_fds
+        if kept_fds is not None:
+            # The healthy tick on CPython: one os.pread and one int() per value, in this loop
+            # and not in a call per value (1.1x the bare system calls, against 1.4x).
+            rx_bytes = self.rx_bytes
+            rx_packets = self.rx_packets
+            i = 0
+            try:
+                for bytes_fd, packets_fd in kept_fds:
+                    rx_bytes[i] = int(os.pread(bytes_fd, 32, 0))
+                    rx_packets[i] = int(os.pread(packets_fd, 32, 0))
+                    if rx_bytes[i] < 0 or rx_packets[i] < 0:
+                        raise ValueError("negative counter")
+                    i += 1
+                return True
+            except (OSError, ValueError):
+                # A device vanished or a value is odd: the careful reading below says which.
+                self.kept_fds = None
         buf = self.buf
         values = self.values
         for i in range(len(values)):
@@ -400,6 +419,8 @@ class SysfsCounterReader(Counters):
             else:
                 self.rx_bytes[i] = rx_bytes
                 self.rx_packets[i] = rx_packets
+        if sysfs_value is SysfsFd and all(v.file is not None for pair in values for v in pair):
+            self.kept_fds = [(pair[0].file, pair[1].file) for pair in values]
         return True
 
     def load_tx(self):
@@ -531,17 +552,6 @@ class DeviceState:
     def is_down_for_dependents(self):
         return self.down or not self.present or self.link == LINK_DOWN
 
-    def current_state(self):
-        if not self.present:
-            return STATE_ABSENT
-        if self.link == LINK_DOWN:
-            return STATE_LINK_DOWN
-        if self.held:
-            return STATE_HELD
-        if self.down:
-            return STATE_DOWN
-        return STATE_SILENT if self.quiet else STATE_UP
-
 
 class Monitor:
     """The event rules, once.  Feed it readings tick by tick; it says which events fire.
@@ -655,7 +665,18 @@ class Monitor:
         return events
 
     def _note_state(self, dev):
-        state = dev.current_state()
+        """Keep `dev.state` (what trace and status show) and list it in `changes` if it moved.
+        (Worked out here, not in a DeviceState method: a call less per device and tick.)"""
+        if not dev.present:
+            state = STATE_ABSENT
+        elif dev.link == LINK_DOWN:
+            state = STATE_LINK_DOWN
+        elif dev.held:
+            state = STATE_HELD
+        elif dev.down:
+            state = STATE_DOWN
+        else:
+            state = STATE_SILENT if dev.quiet else STATE_UP
         if state != dev.state:
             dev.state = state
             dev.state_since = self.ticks
