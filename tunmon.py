@@ -115,6 +115,7 @@ class CounterReader(Counters):
         self.path = path
         self.buf = bytearray(4096)
         self.view = memoryview(self.buf)    # made once: each memoryview allocates
+        self.tail = bytearray(256)          # where a read finds the end of the file
         self.parsed_buf = self.buf      # the buffer and length load_tx() reads from
         self.parsed_end = 0
         self.patterns = [name.encode() + b":" for name in devices]
@@ -154,14 +155,21 @@ class CounterReader(Counters):
             self.file = None
 
     def _fill(self, f):
-        # /proc files come in pieces (one page per read), so read until the end.  The first
-        # read goes straight into the buffer: on MicroPython each memoryview slice allocates.
-        length = f.readinto(self.buf) or 0
-        while 0 < length < len(self.buf):
-            got = f.readinto(self.view[length:])
-            if not got:
-                break
-            length += got
+        # /proc files come in pieces (one page per read), so read until a read returns
+        # nothing.  On MicroPython each memoryview slice allocates, so the first read goes
+        # straight into the buffer and the next into a small one of its own: for a file of
+        # one page, the usual /proc/net/dev, a tick allocates nothing.
+        buf = self.buf
+        length = f.readinto(buf) or 0
+        if 0 < length < len(buf):
+            got = f.readinto(self.tail) or 0
+            if got:
+                fits = min(got, len(buf) - length)
+                buf[length:length + fits] = self.tail[:fits]
+                length = length + fits if fits == got else len(buf)  # full: the caller grows it
+            while got and length < len(buf):
+                got = f.readinto(self.view[length:])
+                length += got or 0
         return length
 
     def parse(self, buf, end):
@@ -1097,16 +1105,25 @@ class ScriptPool:
                 return
         self.waiting.append((argv, env, key, event))
 
+    def idle(self):
+        """Nothing running, waiting or left over: service() would have nothing to do."""
+        return not (self.running or self.waiting or self.leftover_groups)
+
     def service(self, now):
         """Reap finished scripts, enforce timeouts, start waiting ones.  Cheap when idle."""
         if self.running:
             self._reap(now)
         if self.leftover_groups:
-            self.leftover_groups = [pid for pid in self.leftover_groups
-                                    if self.runner.group_alive(pid)]
+            self._forget_ended_groups()
         while self.waiting and len(self.running) < self.max_scripts:
             argv, env, key, event = self.waiting.pop(0)
             self._start(argv, env, key, event, now)
+
+    def _forget_ended_groups(self):
+        # Apart from service(): a comprehension using `self` would make MicroPython allocate
+        # a cell for `self` at every call of the function that holds it, idle or not.
+        self.leftover_groups = [pid for pid in self.leftover_groups
+                                if self.runner.group_alive(pid)]
 
     def _start(self, argv, env, key, event, now):
         text = " ".join(argv)
@@ -1527,7 +1544,7 @@ class Daemon:
                 log("error", "cannot write pidfile %s: %s" % (config.pidfile, os_error_text(err)))
                 return 1
         import tunmon_status    # here, so --check and --replay never load it
-        self.reporter = tunmon_status.Reporter(config, self.pid)
+        self.reporter = tunmon_status.Reporter(config, self.pid, time.time)
         self.pool.on_exit = self.reporter.script_exited
         log("info", "tunmon %s watching %s every %ss (counters from %s, %s runner, signals: %s)"
             % (VERSION, ", ".join(config.devices), format_seconds(config.interval),
@@ -1612,8 +1629,9 @@ class Daemon:
                 self.trace_tick(elapsed)
             for event in events:
                 self.dispatch(event)
-            self.reporter.observe(time.time(), monitor, reader)
-        self.pool.service(monotonic())
+            self.reporter.observe(monitor, reader)
+        if not self.pool.idle():    # (the clock reading is a float: it allocates on MicroPython)
+            self.pool.service(monotonic())
 
     def dispatch(self, event):
         kind, device = event[0], event[2]

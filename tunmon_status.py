@@ -65,15 +65,49 @@ def error(message):
 
 def dumps(value):
     """JSON text of `value`, where a tuple of (key, value) pairs stands for an object."""
+    out = []
+    dump_into(out, value)
+    return "".join(out)
+
+
+def dump_into(out, value):
+    """Append the JSON of `value` to the list `out`, piece by piece, for one join at the end:
+    joining and concatenating at every level made a status write allocate 30x its size on
+    MicroPython.  The separators are constants and key texts are made once, so the pieces
+    allocated are the values' own texts."""
     if isinstance(value, dict):
         value = tuple(value.items())
     if isinstance(value, tuple):
-        return "{" + ", ".join(json_scalar(key) + ": " + dumps(item) for key, item in value) + "}"
-    if isinstance(value, list):
-        return "[" + ", ".join(dumps(item) for item in value) + "]"
-    if isinstance(value, float):
-        return number_text(value)
-    return json_scalar(value)
+        out.append("{")
+        separator = ""
+        for key, item in value:
+            out.append(separator)
+            out.append(key_text(key))
+            dump_into(out, item)
+            separator = ", "
+        out.append("}")
+    elif isinstance(value, list):
+        out.append("[")
+        separator = ""
+        for item in value:
+            out.append(separator)
+            dump_into(out, item)
+            separator = ", "
+        out.append("]")
+    elif isinstance(value, float):
+        out.append(number_text(value))
+    else:
+        out.append(json_scalar(value))
+
+
+_key_texts = {}     # the JSON of each object key with its colon: a fixed set of field names
+
+
+def key_text(key):
+    text = _key_texts.get(key)
+    if text is None:
+        text = _key_texts[key] = json_scalar(key) + ": "
+    return text
 
 
 JSON_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
@@ -238,8 +272,11 @@ class DeviceReport:
 class Reporter:
     """Writes the status file and emits the statistics stream; see the module docstring."""
 
-    def __init__(self, config, pid):
+    def __init__(self, config, pid, wall_clock):
         self.pid = pid
+        # Wall time, asked for only when a write is due (a float allocates on MicroPython):
+        # time.time in the daemon, a simulated clock in the tests.
+        self.wall_clock = wall_clock
         self.devices = []           # DeviceReport per watched device, in config order
         self.by_name = {}
         self.unseen = []            # indices in `devices` of those not observed yet
@@ -254,7 +291,6 @@ class Reporter:
         self.stats_due = 0.0
         self.stats_due_tick = 0
         self.dirty = True           # something worth writing happened since the last write
-        self.now = None             # wall time of the last observe()
         self.monitor = None         # the last observe()'s monitor and counters, for close()
         self.counters = None
         self.post_restore = None    # (clock of the last post_restore_any, exit code or None)
@@ -318,7 +354,7 @@ class Reporter:
 
     # -- every tick ---------------------------------------------------------------------------
 
-    def observe(self, now, monitor, counters):
+    def observe(self, monitor, counters):
         """Take the tick just judged by `monitor`; write and emit what is due.
 
         A quiet tick must not loop over the devices nor allocate (a float allocates on
@@ -326,7 +362,6 @@ class Reporter:
         on such a tick, or of a write being due.
         """
         ticks = monitor.ticks
-        self.now = now
         self.monitor = monitor
         self.counters = counters
         loaded = False              # load_tx() done at this tick
@@ -351,6 +386,7 @@ class Reporter:
             if not loaded:
                 counters.load_tx()
             self.measure(ticks, counters)
+            now = self.wall_clock()
             if emit_stats:
                 self.emit_stats(now, ticks, monitor, counters)
             if write_status:
@@ -574,18 +610,26 @@ class Reporter:
     def close(self):
         """At a clean stop: the last statistics lines, and the status as "stopped"."""
         if self.monitor is not None:
+            now = self.wall_clock()
             if self.stats is not None:
-                self.emit_stats(self.now, self.ticks, self.monitor, self.counters)
-            # Times stay those of the last tick: the counters are that tick's.
-            self.write_status(self.now, self.ticks, self.monitor, self.counters, STATE_STOPPED)
+                self.emit_stats(now, self.ticks, self.monitor, self.counters)
+            self.write_status(now, self.ticks, self.monitor, self.counters, STATE_STOPPED)
         self.close_socket()
 
 
 def status_text(head, devices):
     """The status file's layout: every top-level field on the first line (the rpcd plugin
     reads them there), then one line per device."""
-    return (dumps(head)[:-1] + ', "devices": [\n' + ",\n".join(dumps(dev) for dev in devices)
-            + "\n]}\n")
+    out = []
+    dump_into(out, head)
+    out[-1] = ', "devices": [\n'        # in place of the head's closing brace
+    separator = ""
+    for dev in devices:
+        out.append(separator)
+        dump_into(out, dev)
+        separator = ",\n"
+    out.append("\n]}\n")
+    return "".join(out)
 
 
 def current_counters(counters, i):

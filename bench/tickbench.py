@@ -193,7 +193,7 @@ def make_daemon(case, tm):
     if getattr(daemon, "reporter", 0) is None:
         # Daemon.run() starts the status reporter just before its loop: do the same.
         import tunmon_status
-        daemon.reporter = tunmon_status.Reporter(config, 1)
+        daemon.reporter = tunmon_status.Reporter(config, 1, time.time)
         daemon.pool.on_exit = daemon.reporter.script_exited
     daemon.tick(0)
     reader = daemon.reader

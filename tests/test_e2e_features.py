@@ -6,6 +6,7 @@ import time
 import pytest
 
 import netbed
+from conftest import ROOT
 from test_e2e import INTERVAL, SLACK, Run, bed_factory, interp_name  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.e2e
@@ -146,3 +147,43 @@ def test_proc_and_sysfs_sources_make_the_same_decisions(bed_factory, interp, tmp
         ("ping.sh", "vx1"), ("rebuild.sh", "vx1"), ("restored.sh", "vx1")]
     for r in runs.values():
         assert [rec["argv"][1] for rec in r.records()[:2]] == ["0.6", "1.2"]
+
+
+READ_ALL = """
+import sys
+sys.path.insert(0, %(root)r)
+import tunmon
+names = sys.argv[1:]
+reader = tunmon.CounterReader("/proc/net/dev", names)
+for _ in range(3):                  # the file stays open: each read asks the kernel anew
+    assert reader.read()
+for i, name in enumerate(names):
+    print("%%s %%d %%d" %% (name, reader.rx_bytes[i], reader.rx_packets[i]))
+"""
+
+
+def test_a_proc_net_dev_of_many_pages_is_read_whole(bed_factory, interp, tmp_path):
+    """With hundreds of interfaces the kernel serves /proc/net/dev a page per read: every
+    device, the last one too, is found with the counters that `cat` shows."""
+    bed = bed_factory(1)
+    batch = tmp_path / "veths"
+    batch.write_text("".join("link add mp%d type veth peer name mq%d\n" % (i, i)
+                             for i in range(120)))
+    netbed.ip("-n", bed.router, "-batch", str(batch))
+    shown = subprocess.run(bed.exec_argv(bed.router, ["cat", "/proc/net/dev"]),
+                           capture_output=True, text=True, check=True).stdout
+    assert len(shown) > 5 * 4096
+    kernel = netbed.read_proc_net_dev(shown)
+    names = sorted(kernel)
+    script = tmp_path / "read_all.py"
+    script.write_text(READ_ALL % {"root": ROOT})
+    result = subprocess.run(bed.exec_argv(bed.router, list(interp) + [str(script)] + names),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    read = {}
+    for line in result.stdout.split("\n"):
+        if line:
+            name, rx_bytes, rx_packets = line.split()
+            read[name] = (int(rx_bytes), int(rx_packets))
+    assert read == {name: (kernel[name]["rx_bytes"], kernel[name]["rx_packets"])
+                    for name in names}

@@ -704,6 +704,45 @@ def test_proc_reader_grows_for_big_files_and_then_stays_flat(tmp_path):
     assert (r.rx_bytes[1], r.rx_packets[1]) == (1, 1)
 
 
+class PiecewiseFile:
+    """A kept-open /proc file as the kernel's seq_file serves it: at most `piece` bytes a read."""
+
+    def __init__(self, data, piece):
+        self.data = data
+        self.piece = piece
+        self.pos = 0
+
+    def seek(self, pos):
+        self.pos = pos
+
+    def readinto(self, buf):
+        chunk = self.data[self.pos:self.pos + min(self.piece, len(buf))]
+        buf[:len(chunk)] = chunk
+        self.pos += len(chunk)
+        return len(chunk)
+
+
+@pytest.mark.parametrize("piece", [4096, 1000, 300, 256, 37])
+def test_proc_reader_joins_a_file_served_in_pieces(piece):
+    """/proc/net/dev comes a page at a time: every piece lands where it belongs, at any piece
+    size (smaller and larger than the buffer that finds the end), and in a buffer that first
+    has to grow."""
+    lines = ["%15s: %d %d %s" % ("v%d" % i, 1000 + i, i, FIELDS) for i in range(300)]
+    data = ("Inter-|\n face |\n" + "\n".join(lines) + "\n").encode()
+    assert len(data) > 3 * 4096
+    names = ["v0", "v77", "v150", "v299"]
+    r = tunmon.CounterReader("/proc/fake", names)
+    r.file = PiecewiseFile(data, piece)
+    for _ in range(3):
+        assert r.read()
+        assert r.rx_bytes == [1000, 1077, 1150, 1299]
+        assert r.rx_packets == [0, 77, 150, 299]
+        assert r.parsed_end == len(data)
+    # the same reader on a small file: one piece, and the end found at once
+    r.file = PiecewiseFile(data[:500], piece)
+    assert r.read() and r.parsed_end == 500
+
+
 def test_proc_reader_unreadable_sources(tmp_path):
     r = tunmon.CounterReader(str(tmp_path / "missing"), ["tun0"])
     assert r.read() is False

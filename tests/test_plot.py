@@ -46,7 +46,8 @@ def outage_stats(directory):
                                      directory + "/tunmon.xml")
     monitor = tunmon.Monitor(config)
     counters = Counters(2)
-    reporter = tunmon_status.Reporter(config, 4242)
+    wall = [START]
+    reporter = tunmon_status.Reporter(config, 4242, lambda: wall[0])
     for tick in range(480):
         minute = tick * 5 / 60.0
         wobble = (tick * 37) % 11          # deterministic variation, identical on every run
@@ -71,7 +72,8 @@ def outage_stats(directory):
             counters.tx_bytes[1] += 5 * (30000 + 4000 * ((tick * 5) % 9))
             counters.tx_packets[1] += 5 * 300
         monitor.judge(1 if tick else 0, counters)
-        reporter.observe(START + 5 * tick, monitor, counters)
+        wall[0] = START + 5 * tick
+        reporter.observe(monitor, counters)
     reporter.close()
     return directory + "/stats.jsonl"
 

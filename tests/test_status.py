@@ -68,8 +68,9 @@ class Run:
         self.config = config
         self.monitor = tunmon.Monitor(config)
         self.counters = Counters(len(config.devices))
-        self.reporter = Reporter(config, pid)
+        self.reporter = Reporter(config, pid, self.wall_clock)
         self.tick = -1
+        self.wall = None        # the wall time observe() sees
 
     def step(self, elapsed=1, **traffic):
         """Add traffic {device: (rx bytes, rx packets, tx bytes, tx packets)} and judge."""
@@ -86,7 +87,15 @@ class Run:
                 column[i] = max(column[i], 0) + amount
         self.tick += elapsed if self.tick >= 0 else 1
         self.monitor.judge(elapsed if self.tick else 0, self.counters)
-        self.reporter.observe(self.now(), self.monitor, self.counters)
+        self.observe(self.now())
+
+    def observe(self, wall, counters=None):
+        """Reporter.observe() of the last judge(), at wall time `wall`."""
+        self.wall = wall
+        self.reporter.observe(self.monitor, counters if counters is not None else self.counters)
+
+    def wall_clock(self):
+        return self.wall
 
     def now(self):
         return START + self.tick * self.config.interval
@@ -265,7 +274,7 @@ def test_a_quiet_tick_looks_at_no_device(tmp_path):
         setattr(counters, column, Untouchable())
     run.monitor.devices = Untouchable()
     try:
-        run.reporter.observe(START + 5, run.monitor, counters)   # tick 1 again: still quiet
+        run.observe(START + 5, counters)                 # tick 1 again: still quiet
     finally:
         run.monitor.devices = devices
     # the bases are still tick 0's, in the same lists: rates will cover both ticks
@@ -328,7 +337,7 @@ def test_devices_added_by_a_reload_start_afresh(tmp_path):
     counters.kernel_tx[1] = (5000, 50)
     counters.rx_bytes[2] = counters.rx_packets[2] = -1  # gre1: absent
     run.monitor.judge(1, counters)                      # tick 1
-    run.reporter.observe(START + 5, run.monitor, counters)
+    run.observe(START + 5, counters)
     status = run.status()
     assert status["updated"] == START + 5
     eth1, gre1 = device(status, "eth1"), device(status, "gre1")
@@ -339,7 +348,7 @@ def test_devices_added_by_a_reload_start_afresh(tmp_path):
     counters.rx_bytes[1] += 500
     counters.kernel_tx[1] = (6000, 60)
     run.monitor.judge(1, counters)                      # tick 2: statistics due (10 s)
-    run.reporter.observe(START + 10, run.monitor, counters)
+    run.observe(START + 10, counters)
     lines = {line["device"]: line for line in map(json.loads, open(tmp_path / "stats.jsonl"))}
     # eth1 since its first tick, 5 s ago: 500 B received and 1000 B sent (not its 6000 B
     # total, which a base taken before TX was loaded would count)
@@ -384,7 +393,7 @@ def test_reload_keeps_devices_and_seconds(tmp_path):
     run.counters.rx_bytes[0], run.counters.rx_packets[0] = 7777, 7   # eth1: old counters
     run.counters.tx_bytes[1], run.counters.tx_packets[1] = 600, 6
     run.monitor.judge(1, run.counters)
-    run.reporter.observe(START + 15 + 2, run.monitor, run.counters)
+    run.observe(START + 15 + 2)
     status = run.status()
     assert [dev["name"] for dev in status["devices"]] == ["eth1", "tun0"]
     assert status["interval"] == 2
@@ -396,11 +405,11 @@ def test_reload_keeps_devices_and_seconds(tmp_path):
     assert (tun0["tx"]["rate"], tun0["tx"]["pps"]) == (300.0, 3.0)
     run.counters.rx_bytes[0] += 1000
     run.monitor.judge(1, run.counters)
-    run.reporter.observe(START + 19, run.monitor, run.counters)
+    run.observe(START + 19)
     assert run.status()["updated"] == START + 17       # nothing due: not written
     run.reporter.configure(config)                      # a reload writes at the next tick
     run.monitor.judge(1, run.counters)
-    run.reporter.observe(START + 21, run.monitor, run.counters)
+    run.observe(START + 21)
     assert run.status()["updated"] == START + 21
     # eth1 since the write at 17 s: 1000 B (received in the tick to 19 s) and no packet in 4 s
     eth1 = device(run.status(), "eth1")
@@ -441,7 +450,7 @@ for tick in range(20):
     monitor.judge(1 if tick else 0, counters)
     gc.collect()
     before = gc.mem_alloc()
-    reporter.observe(NOW, monitor, counters)
+    reporter.observe(monitor, counters)
     print(gc.mem_alloc() - before)
 """)
     result = subprocess.run(interpreter_command("micropython") + [str(script)],
@@ -481,7 +490,8 @@ class Counters:
 
 monitor = tunmon.Monitor(CONFIG)
 counters = Counters(2)
-reporter = tunmon_status.Reporter(CONFIG, 4242)
+wall = [NOW]
+reporter = tunmon_status.Reporter(CONFIG, 4242, lambda: wall[0])
 
 def run_outage(ticks):
     for tick in range(ticks):
@@ -493,7 +503,8 @@ def run_outage(ticks):
         counters.rx_bytes[1] += 3000000000      # 600 MB/s: counters past 2**31 and 2**32
         counters.rx_packets[1] += 2000
         monitor.judge(1 if tick else 0, counters)
-        reporter.observe(NOW + 5 * tick, monitor, counters)
+        wall[0] = NOW + 5 * tick
+        reporter.observe(monitor, counters)
         with open(CONFIG.status_file) as f:
             print(f.read())
 """
