@@ -456,6 +456,9 @@ class Bench:
                                                            fmt_bytes(r["peak_mean"]))
                 else:
                     per_tick_text = "%s allocated" % fmt_bytes(per_tick)
+                    if "median_tick" in r:
+                        per_tick_text += " (typical tick %s, costliest %s)" % (
+                            fmt_bytes(r["median_tick"]), fmt_bytes(r["max_tick"]))
                 halves = r.get("halves", [r["growth"], r["growth"]])
                 rows.append([label, method, r["ticks"], per_tick_text,
                              fmt_bytes(r["first_growth"]),
@@ -476,6 +479,14 @@ class Bench:
                     self.targets.append(("%s: near-zero allocations per tick (%s)"
                                          % (label, method), fmt_bytes(per_tick) + " per tick",
                                          "met" if per_tick <= 64 else "**missed**"))
+                if per_tick is not None and method == "daemon" and "median_tick" in r:
+                    # The mean above includes the status file, written every 10th tick.
+                    self.targets.append((
+                        "%s: near-zero allocations per tick (daemon, the ticks between "
+                        "status writes)" % label,
+                        "%s per tick; a status write %s" % (fmt_bytes(r["median_tick"]),
+                                                            fmt_bytes(r["max_tick"])),
+                        "met" if r["median_tick"] <= 64 else "**missed**"))
         text = ("64 interfaces, 8 watched, after 200 warm-up ticks: a first run of up to 1,000 "
                 "ticks that may still settle (one-off caches), then the steady run, measured in "
                 "two halves (a leak grows in both; a replaced float moves the level by a few "
@@ -484,7 +495,8 @@ class Bench:
                 "one tick holds at the same time), growth = traced memory after `gc.collect()` "
                 "minus before, the harness's own measured with an empty tick and subtracted.  "
                 "MicroPython: per tick = `gc.mem_alloc()` delta over 100 ticks with the collector "
-                "disabled (every byte allocated, in 16-byte blocks, harness subtracted), growth "
+                "disabled (every byte allocated, in 16-byte blocks, harness subtracted), and each of "
+                "100 ticks alone (the typical tick, and the costliest: a status write), growth "
                 "= `gc.mem_alloc()` after `gc.collect()` minus before.  \"Near-zero\" is read "
                 "here as at most 64 B (4 blocks) per tick.\n\n"
                 + table(["interpreter", "what", "ticks", "per tick", "growth, first 1,000",

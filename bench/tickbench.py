@@ -604,6 +604,7 @@ def _alloc_micropython(tick, ticks):
     sample = 100
     empty = _mem_delta(lambda: None, sample)
     per_tick = (_mem_delta(tick, sample) - empty) / float(sample)
+    each = _each_tick(tick, sample)
     growths = []
     # As on CPython: a first run that may still settle, then the steady run in two halves.
     for n in (min(ticks, 1000), ticks // 2, ticks // 2):
@@ -614,7 +615,25 @@ def _alloc_micropython(tick, ticks):
         gc.collect()
         growths.append(gc.mem_alloc() - start)
     return {"ticks": ticks, "growth": growths[1] + growths[2], "halves": growths[1:],
-            "first_growth": growths[0], "per_tick": per_tick}
+            "first_growth": growths[0], "per_tick": per_tick,
+            "median_tick": each[len(each) // 2], "max_tick": each[-1]}
+
+
+def _each_tick(tick, n):
+    """Bytes allocated by each of `n` ticks, sorted: the typical tick and the costliest (a
+    status write) apart, where the mean mixes them."""
+    each = [0] * n          # filled with small ints: nothing allocated while measuring
+    gc.collect()
+    gc.disable()
+    try:
+        for i in range(n):
+            start = gc.mem_alloc()
+            tick()
+            each[i] = gc.mem_alloc() - start
+    finally:
+        gc.enable()
+    each.sort()
+    return each
 
 
 def _mem_delta(tick, n):
