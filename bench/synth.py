@@ -1,8 +1,10 @@
 """Synthetic inputs for the benchmark: /proc/net/dev files, configs and replay traces.
 
 Everything is deterministic (a seeded generator), so two runs measure the same bytes.
-The file format is the kernel's own (net/core/net-procfs.c):
-    "%6s:%8llu %7llu %4llu %4llu %4llu %5llu %10llu %9llu %8llu %7llu %4llu %4llu %4llu %5llu %7llu %10llu\n"
+The file format is the kernel's own (net/core/net-procfs.c, dev_seq_printf_stats()):
+    "%6s: %7llu %7llu %4llu %4llu %4llu %5llu %10llu %9llu %8llu %7llu %4llu %4llu %4llu %5llu %7llu %10llu\n"
+(Older kernels wrote "%6s:%8llu", which glues a name to a counter of 8 digits or more;
+tunmon reads both, and the tests hold it to the old one too.)
 """
 import random
 
@@ -39,7 +41,7 @@ def watched_names(names, count):
 
 
 def dev_line(name, rx_bytes, rx_packets, tx_bytes, tx_packets):
-    return ("%6s:%8d %7d %4d %4d %4d %5d %10d %9d %8d %7d %4d %4d %4d %5d %7d %10d\n"
+    return ("%6s: %7d %7d %4d %4d %4d %5d %10d %9d %8d %7d %4d %4d %4d %5d %7d %10d\n"
             % (name, rx_bytes, rx_packets, 0, 0, 0, 0, 0, 0,
                tx_bytes, tx_packets, 0, 0, 0, 0, 0, 0)).encode()
 
