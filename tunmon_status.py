@@ -123,6 +123,8 @@ def _json_scalar(value):
         return "false"
     if isinstance(value, int):
         return str(value)
+    if value.isprintable() and '"' not in value and "\\" not in value:
+        return '"' + value + '"'    # nothing to escape: the usual case, without a loop
     out = ['"']
     for ch in value:
         if ch == '"' or ch == "\\":
