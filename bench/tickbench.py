@@ -17,6 +17,9 @@ receives traffic on every tick, the healthy steady state):
   sysfs_kept  the same two files per device kept open, re-read from offset 0 (pread)
   sysfs_source  sysfs_kept + int() into counter lists + Monitor.judge(): a sketch of a sysfs
               counter source, to project what issue 5's source would cost
+  split_sketch  the cheapest parse pure Python has (CPython only): the file read as in floor,
+              bytes.split() of its lines, int() of the watched RX columns, no decisions: a
+              lower bound for any reader written in Python
   netlink     RTM_GETSTATS (IFLA_STATS_LINK_64) one request per watched device (CPython only)
   netlink_dump  RTM_GETSTATS dump of every device, picking the watched ones (CPython only)
 """
@@ -256,6 +259,28 @@ def make_baseline(case, tm):
     return tick
 
 
+def make_split_sketch(case, tm):
+    buf = bytearray(case["size"] + 65536)
+    view = memoryview(buf)
+    files = [os.open(path, os.O_RDONLY) for path in case["paths"]]
+    state = Toggle()
+    columns = []
+
+    def tick():
+        state.i ^= 1
+        end = os.preadv(files[state.i], [buf], 0)
+        header_end = buf.find(b"\n", buf.find(b"\n") + 1) + 1
+        tokens = bytes(view[header_end:end]).split()
+        if not columns:      # where each watched device is: its line's first token
+            names = tokens[0::17]
+            columns.extend(names.index(name.encode() + b":") for name in case["watched"])
+        rx_bytes = tokens[1::17]
+        rx_packets = tokens[2::17]
+        return (list(map(int, map(rx_bytes.__getitem__, columns))),
+                list(map(int, map(rx_packets.__getitem__, columns))))
+    return tick
+
+
 def sysfs_paths(case):
     out = []
     for name in case["watched"]:
@@ -435,8 +460,10 @@ def make_netlink_dump(case, tm):
 FACTORIES = {"floor": make_floor, "tunmon": make_tunmon, "read": make_read,
              "judge": make_judge, "daemon": make_daemon,
              "sysfs_reader": make_sysfs_reader, "baseline": make_baseline, "sysfs": make_sysfs,
-             "sysfs_kept": make_sysfs_kept, "sysfs_source": make_sysfs_source,
+             "sysfs_kept": make_sysfs_kept, "split_sketch": make_split_sketch, "sysfs_source": make_sysfs_source,
              "netlink": make_netlink, "netlink_dump": make_netlink_dump}
+
+CPYTHON_ONLY = ("netlink", "netlink_dump", "split_sketch")
 
 _configs = {}
 
@@ -475,7 +502,7 @@ def time_case(case, tm, spec):
     failed = {}
     INFO.clear()
     for method in case["methods"]:
-        if method.startswith("netlink") and not CPYTHON:
+        if method in CPYTHON_ONLY and not CPYTHON:
             continue
         try:
             tick = FACTORIES[method](case, tm)
