@@ -88,16 +88,20 @@ def dump_into(out, value):
         out.append("}")
     elif isinstance(value, list):
         out.append("[")
-        separator = ""
-        for item in value:
-            out.append(separator)
-            dump_into(out, item)
-            separator = ", "
+        dump_items_into(out, value, ", ")
         out.append("]")
     elif isinstance(value, float):
         out.append(number_text(value))
     else:
         out.append(json_scalar(value))
+
+
+def dump_items_into(out, items, separator):
+    between = ""
+    for item in items:
+        out.append(between)
+        dump_into(out, item)
+        between = separator
 
 
 _key_texts = {}     # the JSON of each object key with its colon: a fixed set of field names
@@ -625,11 +629,7 @@ def status_text(head, devices):
     out = []
     dump_into(out, head)
     out[-1] = ', "devices": [\n'        # in place of the head's closing brace
-    separator = ""
-    for dev in devices:
-        out.append(separator)
-        dump_into(out, dev)
-        separator = ",\n"
+    dump_items_into(out, devices, ",\n")
     out.append("\n]}\n")
     return "".join(out)
 
