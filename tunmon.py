@@ -444,6 +444,7 @@ class SysfsCounterReader(Counters):
             self.tx_packets[i] = tx_packets
 
     def close(self):
+        self.kept_fds = None    # closed descriptors' numbers are soon another file's
         for pair in self.values:
             for value in pair:
                 value.close()

@@ -743,6 +743,45 @@ def test_proc_reader_joins_a_file_served_in_pieces(piece):
     assert r.read() and r.parsed_end == 500
 
 
+def write_sysfs(root, name, rx_bytes, rx_packets):
+    folder = root / name / "statistics"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "rx_bytes").write_text("%s\n" % rx_bytes)
+    (folder / "rx_packets").write_text("%s\n" % rx_packets)
+
+
+def test_sysfs_reader_keeps_its_files_and_still_notices_odd_values(tmp_path):
+    """The sysfs source reads kept-open files (one pread each on a healthy tick); a value it
+    cannot take, a missing device and a close all end in the careful reading, which says
+    which device is absent, and the next ticks read kept files again."""
+    write_sysfs(tmp_path, "tun0", 100, 1)
+    write_sysfs(tmp_path, "wg0", 200, 2)
+    r = tunmon.SysfsCounterReader(str(tmp_path), ["tun0", "wg0", "gone0"])
+    assert r.read() and (r.rx_bytes, r.rx_packets) == ([100, 200, -1], [1, 2, -1])
+    assert r.kept_fds is None           # gone0 has no files: every tick reads carefully
+    write_sysfs(tmp_path, "gone0", 5, 5)
+    assert r.read() and r.rx_bytes == [100, 200, 5]
+    assert r.kept_fds is not None       # all files open: the next tick takes the short way
+    write_sysfs(tmp_path, "wg0", 300, 3)
+    assert r.read() and (r.rx_bytes, r.rx_packets) == ([100, 300, 5], [1, 3, 5])
+    for odd in ("garbage", "-7", ""):
+        write_sysfs(tmp_path, "wg0", odd, 4)
+        assert r.read() and (r.rx_bytes, r.rx_packets) == ([100, -1, 5], [1, -1, 5]), odd
+    write_sysfs(tmp_path, "wg0", 400, 4)
+    assert r.read() and r.rx_bytes == [100, 400, 5]
+    r.close()
+    # the closed descriptors' numbers go to the next files opened, here files saying 999
+    (tmp_path / "decoy").write_text("999\n")
+    decoys = [os.open(str(tmp_path / "decoy"), os.O_RDONLY) for _ in range(6)]
+    try:
+        write_sysfs(tmp_path, "tun0", 101, 2)
+        assert r.read() and (r.rx_bytes, r.rx_packets) == ([101, 400, 5], [2, 4, 5])
+    finally:
+        for fd in decoys:
+            os.close(fd)
+        r.close()
+
+
 def test_proc_reader_unreadable_sources(tmp_path):
     r = tunmon.CounterReader(str(tmp_path / "missing"), ["tun0"])
     assert r.read() is False
