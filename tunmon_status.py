@@ -22,7 +22,7 @@ interval, immune to wall clock jumps such as the first NTP sync of a router with
 and turned into wall time only when written.
 
 show_status() reads the file back for `tunmon --status`.  The JSON schema, the stats record
-and the table are documented in docs/status.md.
+and the table are documented in README.md, "Status and statistics".
 
 Runs on CPython 3.11+ and the MicroPython unix port: no os.path, re or datetime; JSON objects
 are written by a small encoder with a fixed key order, because MicroPython's dicts have none.
