@@ -32,8 +32,8 @@ DEFAULT_PROC = "/proc/net/dev"
 DEFAULT_SYS = "/sys/class/net"
 # The environment may name another hotplug-call: a test cannot put one into /sbin.
 HOTPLUG_CALL = os.getenv("TUNMON_HOTPLUG_CALL") or "/sbin/hotplug-call"
-KILL_GRACE = 5.0        # seconds between SIGTERM and SIGKILL for a script
-STOP_GRACE = 2.0        # seconds tunmon waits for scripts on shutdown before SIGKILL
+KILL_GRACE_MS = 5000    # between SIGTERM and SIGKILL for a script
+STOP_GRACE_MS = 2000    # how long tunmon waits for scripts on shutdown before SIGKILL
 SIGHUP, SIGINT, SIGKILL, SIGTERM = 1, 2, 9, 15
 ENOENT = 2
 EAGAIN = 11
@@ -43,22 +43,31 @@ def log(level, message):
     sys.stderr.write(level + ": " + message + "\n")
 
 
+# The clock of the live loop, of script timeouts and of the signal wait: integer milliseconds
+# of the monotonic clock, as MicroPython's ticks_ms() counts them (they wrap, so two readings
+# are compared only through ticks_diff), and the same on CPython.  Integers because on
+# MicroPython every float operation allocates, and a small int never does.
 try:
-    monotonic = time.monotonic
+    ticks_ms = time.ticks_ms
+    ticks_add = time.ticks_add
+    ticks_diff = time.ticks_diff
+    sleep_ms = time.sleep_ms
 except AttributeError:
-    # MicroPython: ticks_ms wraps, so accumulate differences; called at least once per tick.
-    class _TicksClock:
-        def __init__(self):
-            self.last = time.ticks_ms()
-            self.total_ms = 0
+    def ticks_ms():
+        return time.monotonic_ns() // 1000000
 
-        def __call__(self):
-            now = time.ticks_ms()
-            self.total_ms += time.ticks_diff(now, self.last)
-            self.last = now
-            return self.total_ms / 1000.0
+    def ticks_add(ticks, delta):
+        return ticks + delta
 
-    monotonic = _TicksClock()
+    def ticks_diff(later, earlier):
+        return later - earlier
+
+    def sleep_ms(milliseconds):
+        time.sleep(milliseconds / 1000.0)
+
+
+def to_ms(seconds):
+    return int(seconds * 1000 + 0.5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1079,7 +1088,8 @@ class Job:
 class ScriptPool:
     """Runs commands through a runner: at most max_scripts at once (the rest wait in order),
     never the same script for the same device twice at once, SIGTERM at the timeout and
-    SIGKILL KILL_GRACE later, every non-zero exit logged as `<argv> -> <rc>`."""
+    SIGKILL KILL_GRACE_MS later, every non-zero exit logged as `<argv> -> <rc>`.  Times
+    (`now`) are ticks_ms() readings."""
 
     def __init__(self, runner, config, trace):
         self.runner = runner
@@ -1094,6 +1104,7 @@ class ScriptPool:
     def configure(self, config, trace):
         self.max_scripts = config.max_scripts
         self.timeout = config.script_timeout
+        self.timeout_ms = to_ms(config.script_timeout)
         self.trace = trace
 
     def submit(self, argv, env, key, event):
@@ -1170,43 +1181,46 @@ class ScriptPool:
         self.running = still
 
     def _enforce_timeout(self, job, now):
-        if job.term_sent is None and now - job.started >= self.timeout:
+        if job.term_sent is None and ticks_diff(now, job.started) >= self.timeout_ms:
             log("warning", "%s still running after %ss: sending SIGTERM"
                 % (" ".join(job.argv), format_seconds(self.timeout)))
             self.runner.signal_group(job.pid, SIGTERM)
             job.term_sent = now
-        elif job.term_sent is not None and now - job.term_sent >= KILL_GRACE:
+        elif job.term_sent is not None and ticks_diff(now, job.term_sent) >= KILL_GRACE_MS:
             log("warning", "%s ignored SIGTERM: sending SIGKILL" % " ".join(job.argv))
             self.runner.signal_group(job.pid, SIGKILL)
-            job.term_sent = now + 3600.0   # one SIGKILL is enough; do not repeat every tick
+            job.term_sent = ticks_add(now, 3600000)   # one SIGKILL is enough: not every tick
 
-    def next_deadline(self):
-        """When the earliest timeout falls due, so the loop can wake for it (None if none)."""
+    def due_in(self, now):
+        """Milliseconds from `now` to the earliest timeout, so the loop can wake for it
+        (None while no script runs)."""
         soonest = None
         for job in self.running:
-            due = (job.started + self.timeout) if job.term_sent is None else \
-                (job.term_sent + KILL_GRACE)
-            if soonest is None or due < soonest:
-                soonest = due
+            if job.term_sent is None:
+                left = self.timeout_ms - ticks_diff(now, job.started)
+            else:
+                left = KILL_GRACE_MS - ticks_diff(now, job.term_sent)
+            if soonest is None or left < soonest:
+                soonest = left
         return soonest
 
-    def stop_all(self, sleep):
+    def stop_all(self, sleep_ms):
         """On shutdown: drop waiting scripts, SIGTERM running ones, SIGKILL what outlives
-        STOP_GRACE, and reap everything so no script survives tunmon."""
+        STOP_GRACE_MS, and reap everything so no script survives tunmon."""
         del self.waiting[:]
         groups = [job.pid for job in self.running] + self.leftover_groups
         for pid in groups:
             self.runner.signal_group(pid, SIGTERM)
-        deadline = monotonic() + STOP_GRACE
-        while monotonic() < deadline and (self.running or any(
+        start = ticks_ms()
+        while ticks_diff(ticks_ms(), start) < STOP_GRACE_MS and (self.running or any(
                 self.runner.group_alive(pid) for pid in self.leftover_groups)):
-            sleep(0.05)
+            sleep_ms(50)
             self._reap_quietly()
         for pid in [job.pid for job in self.running] + self.leftover_groups:
             self.runner.signal_group(pid, SIGKILL)
-        deadline = monotonic() + 1.0
-        while self.running and monotonic() < deadline:
-            sleep(0.02)
+        start = ticks_ms()
+        while self.running and ticks_diff(ticks_ms(), start) < 1000:
+            sleep_ms(20)
             self._reap_quietly()
 
     def _reap_quietly(self):
@@ -1230,7 +1244,7 @@ class Signals:
     cut into short slices, because MicroPython's sleep restarts after a signal.
     """
 
-    SLICE = 0.2
+    SLICE_MS = 200
 
     def __init__(self, use_ffi=False):
         self.flags = bytearray(32)
@@ -1291,25 +1305,25 @@ class Signals:
     def pending(self):
         return self.flags[SIGTERM] or self.flags[SIGINT] or self.flags[SIGHUP]
 
-    def wait(self, seconds):
-        """Sleep up to `seconds`, returning early when a signal arrives."""
-        if seconds <= 0:
+    def wait_ms(self, milliseconds):
+        """Sleep up to `milliseconds`, returning early when a signal arrives."""
+        if milliseconds <= 0:
             return
         if self.wakeup_fd is not None:
             import select
-            ready = select.select([self.wakeup_fd], [], [], seconds)[0]
+            ready = select.select([self.wakeup_fd], [], [], milliseconds / 1000.0)[0]
             if ready:
                 try:
                     os.read(self.wakeup_fd, 64)
                 except OSError:
                     pass
             return
-        deadline = monotonic() + seconds
+        start = ticks_ms()
         while not self.pending():
-            left = deadline - monotonic()
+            left = milliseconds - ticks_diff(ticks_ms(), start)
             if left <= 0:
                 return
-            time.sleep(left if left < self.SLICE else self.SLICE)
+            sleep_ms(left if left < self.SLICE_MS else self.SLICE_MS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1553,7 +1567,7 @@ class Daemon:
         try:
             self.loop()
         finally:
-            self.pool.stop_all(time.sleep)
+            self.pool.stop_all(sleep_ms)
             self.reporter.close()
             self.close_sources()
             if self.prober:
@@ -1572,19 +1586,18 @@ class Daemon:
         return 0
 
     def loop(self):
-        start = monotonic()
-        tick = 0
-        last_tick = 0
+        interval_ms = to_ms(self.config.interval)
+        due = ticks_ms()        # when the tick about to run was due
+        elapsed = 0
         while True:
-            self.tick(tick - last_tick)
-            last_tick = tick
+            self.tick(elapsed)
             if not self.pidfile_still_ours():
                 log("info", "pidfile %s removed or taken over: stopping" % self.config.pidfile)
                 return
             # Sleep until the next tick, waking for script timeouts and signals on the way.
-            deadline = start + (tick + 1) * self.config.interval
+            due = ticks_add(due, interval_ms)
             while True:
-                now = monotonic()
+                now = ticks_ms()
                 if self.signals.take(SIGTERM) or self.signals.take(SIGINT):
                     log("info", "signal received: stopping")
                     return
@@ -1592,20 +1605,22 @@ class Daemon:
                     old_interval = self.config.interval
                     self.reload()
                     if self.config.interval != old_interval:
-                        # Re-anchor the schedule: tick numbers count in the new interval.
-                        start = now - self.config.interval
-                        tick = last_tick = 0
-                        deadline = now
-                if now >= deadline:
+                        # Re-anchor the schedule on the new interval: the next tick is now.
+                        interval_ms = to_ms(self.config.interval)
+                        due = now
+                left = ticks_diff(due, now)
+                if left <= 0:
                     break
-                wake = deadline
-                due = self.pool.next_deadline()
-                if due is not None and due < wake:
-                    wake = due
-                self.signals.wait(wake - now)
-                self.pool.service(monotonic())
+                script_due = self.pool.due_in(now)
+                if script_due is not None and script_due < left:
+                    left = script_due
+                self.signals.wait_ms(left)
+                if not self.pool.idle():
+                    self.pool.service(ticks_ms())
             # Ticks missed while late still count as elapsed: no action is ever skipped.
-            tick = max(tick + 1, int((monotonic() - start) / self.config.interval + 1e-6))
+            skipped = ticks_diff(ticks_ms(), due) // interval_ms
+            due = ticks_add(due, skipped * interval_ms)
+            elapsed = 1 + skipped
 
     def tick(self, elapsed):
         reader = self.reader
@@ -1631,8 +1646,8 @@ class Daemon:
             for event in events:
                 self.dispatch(event)
             self.reporter.observe(monitor, reader)
-        if not self.pool.idle():    # (the clock reading is a float: it allocates on MicroPython)
-            self.pool.service(monotonic())
+        if not self.pool.idle():
+            self.pool.service(ticks_ms())
 
     def dispatch(self, event):
         kind, device = event[0], event[2]

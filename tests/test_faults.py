@@ -542,8 +542,9 @@ class FakeSignals:
     def pending(self):
         return False
 
-    def wait(self, seconds):
-        time.sleep(max(0.0, min(seconds, self.stop_at - time.monotonic() + 0.001)))
+    def wait_ms(self, milliseconds):
+        time.sleep(max(0.0, min(milliseconds / 1000.0,
+                                self.stop_at - time.monotonic() + 0.001)))
 
 
 class FlakyRunner:
