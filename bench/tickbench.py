@@ -181,7 +181,7 @@ class QuietSignals:
     def pending(self):
         return False
 
-    def wait(self, seconds):
+    def wait_ms(self, milliseconds):
         pass
 
 
@@ -548,6 +548,12 @@ def check(case, ticks, out):
 def alloc_case(case, tm, spec):
     out = {}
     for method in case["methods"]:
+        if method == "loop":
+            try:
+                out[method] = loop_allocations(case, tm, spec["loop_ticks"])
+            except Exception as err:
+                out[method] = {"error": "%s: %s" % (type(err).__name__, err)}
+            continue
         try:
             tick = FACTORIES[method](case, tm)
             for _ in range(200):
@@ -566,6 +572,50 @@ def alloc_case(case, tm, spec):
         tick = None
         gc.collect()
     return out
+
+
+class _LoopDone(Exception):
+    pass
+
+
+def loop_allocations(case, tm, ticks):
+    """The live loop itself, `Daemon.loop()` with its sleeps and signal waits, at the
+    interval of `case["loop_config"]` (MicroPython: `gc.mem_alloc()` before each tick, the
+    collector off).  Returns each tick's bytes, sorted, as in _each_tick()."""
+    import tunmon_status
+    config = load_config(tm, dict(case, config=case["loop_config"]))
+    daemon = tm.Daemon(config, case["paths"][0], False, sys_root=case["sys_root"],
+                       runner=QuietRunner(), signals=tm.Signals())
+    daemon.reporter = tunmon_status.Reporter(config, 1, time.time)
+    daemon.reader.keep_open = True      # as the daemon keeps /proc/net/dev open
+    files = [open(path, "rb", buffering=0) for path in case["paths"]]
+    marks = [0] * (ticks + 1)           # filled with small ints: nothing allocated to measure
+    count = [0]
+    real_tick = daemon.tick
+
+    def tick(elapsed):
+        i = count[0]
+        if i == 20:                     # after warming up: the collector off, then count
+            gc.collect()
+            gc.disable()
+        if i >= 20:
+            marks[i - 20] = gc.mem_alloc()
+            if i - 20 == ticks:
+                raise _LoopDone()
+        count[0] = i + 1
+        daemon.reader.file = files[i & 1]
+        real_tick(elapsed)
+
+    daemon.tick = tick
+    try:
+        daemon.loop()
+    except _LoopDone:
+        pass
+    finally:
+        gc.enable()
+    each = sorted(marks[i + 1] - marks[i] for i in range(ticks))
+    return {"ticks": ticks, "interval": config.interval, "median_tick": each[len(each) // 2],
+            "max_tick": each[-1], "per_tick": sum(each) / float(ticks)}
 
 
 def _alloc_cpython(tick, ticks):
