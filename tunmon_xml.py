@@ -14,6 +14,9 @@ import os
 MAX_CONFIG_BYTES = 1024 * 1024
 MAX_DEPTH = 32
 MIN_INTERVAL = 0.1
+# The live loop counts in milliseconds that a 32-bit MicroPython wraps every 2^30 (12 days),
+# compared safely up to half of that: the interval and a script's timeout stay within a day.
+MAX_CLOCK_SECONDS = 86400.0
 
 EVENT_ACTION = "action"
 EVENT_RETRY = "retry"
@@ -494,6 +497,16 @@ def _interval(text):
     seconds = parse_seconds(text)
     if seconds < MIN_INTERVAL:
         raise ValueError("must be at least %g s" % MIN_INTERVAL)
+    return _at_most_a_day(seconds)
+
+
+def _script_timeout(text):
+    return _at_most_a_day(_positive_seconds(text))
+
+
+def _at_most_a_day(seconds):
+    if seconds > MAX_CLOCK_SECONDS:
+        raise ValueError("must be at most %g s (a day)" % MAX_CLOCK_SECONDS)
     return seconds
 
 
@@ -544,7 +557,7 @@ def parse_host_port(text):
 GLOBAL_VALUES = {
     "interval": ("interval", _interval),
     "pidfile": ("pidfile", _text),
-    "script_timeout": ("script_timeout", _positive_seconds),
+    "script_timeout": ("script_timeout", _script_timeout),
     "max_scripts": ("max_scripts", lambda text: parse_count(text, 1)),
     "trace": ("trace", parse_bool),
     "hotplug": ("hotplug", parse_bool),

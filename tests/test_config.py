@@ -343,7 +343,7 @@ def test_wrong_root_element(interp, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # values
 
-@pytest.mark.parametrize("value", ["0", "0.05", "abc", "-1", "", "nan", "inf"])
+@pytest.mark.parametrize("value", ["0", "0.05", "abc", "-1", "", "nan", "inf", "2d", "86401"])
 def test_bad_interval_refused(interp, tmp_path, value):
     text = tm_config(["tun0"], value)
     cfg = write(tmp_path / "t.xml", text)
@@ -351,7 +351,7 @@ def test_bad_interval_refused(interp, tmp_path, value):
     assert_config_error(check(interp, cfg), cfg, line, None, "interval")
 
 
-@pytest.mark.parametrize("value", ["0.1", "1m"])
+@pytest.mark.parametrize("value", ["0.1", "1m", "1d"])
 def test_good_interval_accepted(interp, tmp_path, value):
     cfg = write(tmp_path / "t.xml", tm_config(["tun0"], value))
     res = check(interp, cfg)
@@ -367,7 +367,8 @@ def test_bad_action_time_refused(interp, tmp_path, value):
 
 
 @pytest.mark.parametrize("elem,value", [("max_scripts", "0"), ("max_scripts", "abc"), ("max_scripts", "1.5"),
-                                        ("trace", "maybe"), ("hotplug", "2"), ("script_timeout", "abc")])
+                                        ("trace", "maybe"), ("hotplug", "2"), ("script_timeout", "abc"),
+                                        ("script_timeout", "25h")])
 def test_bad_scalar_values(interp, tmp_path, elem, value):
     text = tm_config(["tun0"], 5, extra="  <%s>%s</%s>" % (elem, value, elem))
     cfg = write(tmp_path / "t.xml", text)

@@ -7,9 +7,9 @@ Schema (package `tunmon`; every section may be named or anonymous unless said ot
     config tunmon 'main'                  global settings; must be named 'main'
         option enabled '0'                init script only (see uci_enabled); default 0
         option interpreter 'auto'         launcher only: auto | micropython | python3
-        option interval '5'               -> <interval>        time, >= 0.1 s
+        option interval '5'               -> <interval>        time, 0.1 s to 1 day
         option pidfile '/var/run/tunmon.pid'   -> <pidfile>
-        option script_timeout '60'        -> <script_timeout>  time
+        option script_timeout '60'        -> <script_timeout>  time > 0, at most 1 day
         option max_scripts '8'            -> <max_scripts>     whole number >= 1
         option trace '0'                  -> <trace>           boolean, written as 0/1
         option hotplug '0'                -> <hotplug>         boolean, written as 0/1
@@ -59,7 +59,7 @@ must name at least one. Output is a pure function of the input text.
 """
 import sys
 
-from tunmon_xml import (DEVICE_ATTRIBUTES, GLOBAL_VALUES, MAX_CONFIG_BYTES, MIN_INTERVAL,
+from tunmon_xml import (DEVICE_ATTRIBUTES, GLOBAL_VALUES, MAX_CONFIG_BYTES,
                         STATS_VALUES,
                         ConfigError, escape, os_error_text, parse_bool, parse_count,
                         parse_seconds, shown, split_words, write_atomically)
@@ -267,18 +267,6 @@ def _time(value):
     return value.strip()
 
 
-def _interval(value):
-    if parse_seconds(value) < MIN_INTERVAL:
-        raise ValueError("the interval must be at least %s s" % MIN_INTERVAL)
-    return value.strip()
-
-
-def _timeout(value):
-    if parse_seconds(value) <= 0:
-        raise ValueError("the script timeout must be more than 0")
-    return value.strip()
-
-
 def _bool(value):
     return "1" if parse_bool(value) else "0"
 
@@ -351,9 +339,9 @@ DEVICE_LIMIT = ("device", _words, True, False)
 SCHEMA = (
     ("tunmon", (("enabled", _bool, False, False),
                 ("interpreter", _interpreter, False, False),
-                ("interval", _interval, False, False),
+                ("interval", _xml(GLOBAL_VALUES, "interval"), False, False),
                 ("pidfile", _text, False, False),
-                ("script_timeout", _timeout, False, False),
+                ("script_timeout", _xml(GLOBAL_VALUES, "script_timeout"), False, False),
                 ("max_scripts", _count, False, False),
                 ("trace", _bool, False, False),
                 ("hotplug", _bool, False, False),
