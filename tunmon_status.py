@@ -118,7 +118,8 @@ JSON_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
 
 
 def _json_scalar(value):
-    """JSON of a string, int, bool or None."""
+    """JSON of a string, int, bool or None.  CPython's: MicroPython uses its json.dumps in C
+    (and has no str.isprintable)."""
     if value is None:
         return "null"
     if value is True:
@@ -283,6 +284,7 @@ class Reporter:
         # Wall time, asked for only when a write is due (a float allocates on MicroPython):
         # time.time in the daemon, a simulated clock in the tests.
         self.wall_clock = wall_clock
+        self.wall_at = None         # (wall time, monitor clock) at the last write
         self.devices = []           # DeviceReport per watched device, in config order
         self.by_name = {}
         self.unseen = []            # indices in `devices` of those not observed yet
@@ -393,6 +395,7 @@ class Reporter:
                 counters.load_tx()
             self.measure(ticks, counters)
             now = self.wall_clock()
+            self.wall_at = (now, self.clock(ticks))
             if emit_stats:
                 self.emit_stats(now, ticks, monitor, counters)
             if write_status:
@@ -616,7 +619,11 @@ class Reporter:
     def close(self):
         """At a clean stop: the last statistics lines, and the status as "stopped"."""
         if self.monitor is not None:
+            # Times stay those of the last tick, whose counters these are: its wall time is
+            # the last write's, moved on by the monitor's clock.
             now = self.wall_clock()
+            if self.wall_at is not None:
+                now = self.wall_at[0] + (self.clock(self.ticks) - self.wall_at[1])
             if self.stats is not None:
                 self.emit_stats(now, self.ticks, self.monitor, self.counters)
             self.write_status(now, self.ticks, self.monitor, self.counters, STATE_STOPPED)

@@ -434,6 +434,23 @@ def test_script_exits_and_stop(tmp_path):
     assert not os.path.exists(run.config.status_file + ".tmp")
 
 
+def test_the_stopped_status_keeps_the_last_ticks_times(tmp_path):
+    """A stop comes a while after the last tick (up to an interval, plus the scripts' grace):
+    the last write's times are still those of the tick whose counters it shows."""
+    run, seen = outage_run(tmp_path, ticks=12)
+    run.step(tun0=TUN0_TRAFFIC, wg0=WG0_TRAFFIC)        # not due: no write at this tick
+    last_tick = run.now()
+    assert run.status()["updated"] < last_tick
+    written = run.status()
+    run.wall = last_tick + 4                            # SIGTERM, 4 s after the tick
+    run.reporter.close()
+    stopped = run.status()
+    assert (stopped["state"], stopped["updated"]) == ("stopped", last_tick)
+    assert stopped["started"] == written["started"] == START
+    for name in ("tun0", "wg0"):
+        assert device(stopped, name)["since"] == device(written, name)["since"]
+
+
 def test_quiet_ticks_allocate_nothing_under_micropython(tmp_path):
     """The daemon calls observe() every tick: a quiet one must not feed the GC."""
     script = tmp_path / "alloc.py"
