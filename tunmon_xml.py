@@ -497,7 +497,9 @@ def _interval(text):
     seconds = parse_seconds(text)
     if seconds < MIN_INTERVAL:
         raise ValueError("must be at least %g s" % MIN_INTERVAL)
-    return _at_most_a_day(seconds)
+    # In whole milliseconds, as the live loop keeps time: the rules' seconds (ticks times
+    # the interval) are then the loop's to the millisecond.
+    return _at_most_a_day(round(seconds * 1000) / 1000.0)
 
 
 def _script_timeout(text):

@@ -351,11 +351,14 @@ def test_bad_interval_refused(interp, tmp_path, value):
     assert_config_error(check(interp, cfg), cfg, line, None, "interval")
 
 
-@pytest.mark.parametrize("value", ["0.1", "1m", "1d"])
-def test_good_interval_accepted(interp, tmp_path, value):
+@pytest.mark.parametrize("value,shown", [("0.1", "0.1s"), ("1m", "60s"), ("1d", "86400s"),
+                                         ("0.1504", "0.15s"), ("2.0006", "2.001s")])
+def test_good_interval_accepted(interp, tmp_path, value, shown):
+    """Taken in whole milliseconds, as the live loop keeps time."""
     cfg = write(tmp_path / "t.xml", tm_config(["tun0"], value))
     res = check(interp, cfg)
     assert res.returncode == 0, res.stderr
+    assert "interval %s;" % shown in res.stdout, res.stdout
 
 
 @pytest.mark.parametrize("value", ["abc", "-5", "4x"])

@@ -795,3 +795,62 @@ def test_check_is_quiet_about_root_only_files(tmp_path):
                          capture_output=True, text=True, timeout=30)
     assert run.returncode == 0, run.stderr
     assert "writable by" not in run.stdout + run.stderr
+
+
+# ---- the schedule on a wrapping millisecond clock ------------------------------------------
+
+class SimulatedLoop:
+    """What Daemon.loop() needs of a Daemon, on a simulated clock that wraps every 2^30 ms as
+    a 32-bit MicroPython's ticks_ms() does; tick() may stall the process for a while."""
+
+    PERIOD = 1 << 30
+
+    def __init__(self, monkeypatch, start_ms, stalls, ticks):
+        self.now_ms = start_ms
+        self.stalls = stalls            # {tick number: ms that tick takes}
+        self.stop_after = ticks
+        self.ticks = []                 # (clock ms when the tick ran, elapsed)
+        self.config = type("Config", (), {"interval": 60.0, "pidfile": None})
+        self.pool = self
+        self.signals = self
+        period = self.PERIOD
+        monkeypatch.setattr(tunmon, "ticks_ms", lambda: self.now_ms % period)
+        monkeypatch.setattr(tunmon, "ticks_add", lambda ticks, delta: (ticks + delta) % period)
+        monkeypatch.setattr(tunmon, "ticks_diff", lambda later, earlier:
+                            (later - earlier + period // 2) % period - period // 2)
+
+    def tick(self, elapsed):
+        self.ticks.append((self.now_ms, elapsed))
+        self.now_ms += self.stalls.get(len(self.ticks) - 1, 0)
+
+    def pidfile_still_ours(self):
+        return True
+
+    def take(self, signum):
+        return signum == signal.SIGTERM and len(self.ticks) >= self.stop_after
+
+    def wait_ms(self, milliseconds):
+        self.now_ms += milliseconds
+
+    def due_in(self, now):
+        return None
+
+    def idle(self):
+        return True
+
+
+def test_the_schedule_holds_across_the_clock_wrap_and_after_a_long_stall(monkeypatch):
+    """Ticks stay 60 s apart across the wrap; a tick late by 150 s counts the two it
+    overran as elapsed; a process stopped for 7 days (longer than half the period, so the
+    clock cannot tell it from a wait of days) ticks at once when it runs again."""
+    day_ms = 86400 * 1000
+    start = SimulatedLoop.PERIOD - 100 * 1000            # 100 s before the wrap
+    loop = SimulatedLoop(monkeypatch, start, {3: 150 * 1000, 6: 7 * day_ms}, 9)
+    tunmon.Daemon.loop(loop)
+    times = [(when - start) // 1000 for when, _ in loop.ticks]
+    elapsed = [count for _, count in loop.ticks]
+    assert times[:6] == [0, 60, 120, 180, 330, 360], times
+    assert elapsed[:6] == [0, 1, 1, 1, 2, 1], elapsed
+    # tick 6 stalls 7 days: the next one comes as soon as the process runs again
+    assert times[7] - times[6] == 7 * 86400 and elapsed[7] == 1, (times, elapsed)
+    assert times[8] - times[7] == 60 and elapsed[8] == 1, (times, elapsed)
