@@ -1118,10 +1118,6 @@ class ScriptPool:
                 return
         self.waiting.append((argv, env, key, event))
 
-    def idle(self):
-        """Nothing running, waiting or left over: service() would have nothing to do."""
-        return not (self.running or self.waiting or self.leftover_groups)
-
     def service(self, now):
         """Reap finished scripts, enforce timeouts, start waiting ones.  Cheap when idle."""
         if self.running:
@@ -1621,8 +1617,7 @@ class Daemon:
                 if script_due is not None and script_due < left:
                     left = script_due
                 self.signals.wait_ms(left)
-                if not self.pool.idle():
-                    self.pool.service(ticks_ms())
+                self.pool.service(ticks_ms())
             # Ticks missed while late still count as elapsed: no action is ever skipped.
             skipped = -left // interval_ms
             due = ticks_add(due, skipped * interval_ms)
@@ -1652,8 +1647,7 @@ class Daemon:
             for event in events:
                 self.dispatch(event)
             self.reporter.observe(monitor, reader)
-        if not self.pool.idle():
-            self.pool.service(ticks_ms())
+        self.pool.service(ticks_ms())
 
     def dispatch(self, event):
         kind, device = event[0], event[2]

@@ -835,8 +835,8 @@ class SimulatedLoop:
     def due_in(self, now):
         return None
 
-    def idle(self):
-        return True
+    def service(self, now):
+        pass
 
 
 def test_the_schedule_holds_across_the_clock_wrap_and_after_a_long_stall(monkeypatch):
