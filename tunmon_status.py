@@ -618,12 +618,11 @@ class Reporter:
 
     def close(self):
         """At a clean stop: the last statistics lines, and the status as "stopped"."""
-        if self.monitor is not None:
+        if self.wall_at is not None:      # observed at least once (its first tick writes)
             # Times stay those of the last tick, whose counters these are: its wall time is
             # the last write's, moved on by the monitor's clock.
-            now = self.wall_clock()
-            if self.wall_at is not None:
-                now = self.wall_at[0] + (self.clock(self.ticks) - self.wall_at[1])
+            written, written_clock = self.wall_at
+            now = written + (self.clock(self.ticks) - written_clock)
             if self.stats is not None:
                 self.emit_stats(now, self.ticks, self.monitor, self.counters)
             self.write_status(now, self.ticks, self.monitor, self.counters, STATE_STOPPED)
