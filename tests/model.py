@@ -82,6 +82,7 @@ def fmt(seconds):
     return text.rstrip("0").rstrip(".")
 
 
+
 class ModelConfig:
     """What the model needs from a config, in plain values.
 
@@ -145,6 +146,24 @@ class DeviceModel:
         self.actions_fired = set()    # steps fired in this silent spell
 
 
+def judged_entries(entries, devices):
+    """The snapshots of a trace that are judged: (entry, ticks elapsed since the previous
+    reading, {device: DeviceModel}).  The first snapshot is the baseline the models start
+    from; an unreadable tick judges nobody but still moves the previous reading on."""
+    devs = None
+    previous = None
+    for entry in entries:
+        if isinstance(entry, Unreadable):
+            if devs is not None:
+                previous = entry.tick
+            continue
+        if devs is None:
+            devs = {name: DeviceModel(entry.counters.get(name)) for name in devices}
+            previous = entry.tick
+            continue
+        yield entry, entry.tick - previous, devs
+        previous = entry.tick
+
 class Model:
     def __init__(self, config):
         self.config = config
@@ -171,20 +190,8 @@ class Model:
         """Run the trace entries (Snapshot / Unreadable, ticks increasing); list of Fired."""
         config = self.config
         out = []
-        devs = None
-        previous_tick = None
         end = config.ladder_end()
-        for entry in entries:
-            if isinstance(entry, Unreadable):
-                if devs is not None:
-                    previous_tick = entry.tick
-                continue
-            if devs is None:
-                devs = {name: DeviceModel(entry.counters.get(name)) for name in config.devices}
-                previous_tick = entry.tick
-                continue
-            elapsed = entry.tick - previous_tick
-            previous_tick = entry.tick
+        for entry, elapsed, devs in judged_entries(entries, config.devices):
             restored = []
             for name in config.devices:
                 dev = devs[name]
@@ -275,21 +282,10 @@ def check_invariants(config, entries, lines, script_kind, held=None):
     # Traffic per judged tick from the model's rule, and the judged ticks themselves.
     traffic = {}          # tick -> set of devices with traffic
     judged = []           # (tick, elapsed)
-    devs = None
-    previous = None
-    for entry in entries:
-        if isinstance(entry, Unreadable):
-            if devs is not None:
-                previous = entry.tick
-            continue
-        if devs is None:
-            devs = {name: DeviceModel(entry.counters.get(name)) for name in config.devices}
-            previous = entry.tick
-            continue
+    for entry, elapsed, devs in judged_entries(entries, config.devices):
         traffic[entry.tick] = set(name for name in config.devices
                                   if model.traffic(devs[name], entry.counters.get(name)))
-        judged.append((entry.tick, entry.tick - previous))
-        previous = entry.tick
+        judged.append((entry.tick, elapsed))
 
     by_tick = {}
     for line in lines:
