@@ -166,33 +166,30 @@ def configs(draw, max_devices=4, max_actions=4, max_retries=3, simple_scripts=Fa
     script_kind = {}
     cdata = CDATA
 
+    def script_for(name, event, step):
+        """A script's XML text and argv, noted in script_kind as firing for (event, step)."""
+        if simple_scripts:
+            text = argv0 = "/s/%s%d" % (name, step)
+            argv = [argv0]
+        else:
+            text, argv = draw(script("%s%d.sh" % (name, step)))
+        script_kind[argv[0]] = (event, step)
+        return xml_text(text, draw(cdata)), argv
+
     def timed(count, prefix, event, top_ticks):
         out = []
         for i in range(count):
             quarters = draw(st.integers(0, 4 * top_ticks))   # times land on ties too
             seconds = interval * quarters / 4
-            if simple_scripts:
-                text = argv0 = "/s/%s%d" % (prefix, i + 1)
-                argv = [argv0]
-            else:
-                text, argv = draw(script("%s%d.sh" % (prefix, i + 1)))
-            script_kind[argv[0]] = (event, i + 1)
-            out.append((seconds, time_text(draw, seconds), xml_text(text, draw(cdata)), argv))
+            text, argv = script_for(prefix, event, i + 1)
+            out.append((seconds, time_text(draw, seconds), text, argv))
         return out
 
     actions = timed(draw(st.integers(0, max_actions)), "a", "action", 12)
     retries = timed(draw(st.integers(0, max_retries)), "r", "retry", 8)
     plain = {}
     for key, event in (("restore", "restore"), ("post", "post_restore_any")):
-        plain[key] = []
-        for i in range(draw(st.integers(0, 2))):
-            if simple_scripts:
-                text = argv0 = "/s/%s%d" % (key, i + 1)
-                argv = [argv0]
-            else:
-                text, argv = draw(script("%s%d.sh" % (key, i + 1)))
-            script_kind[argv[0]] = (event, i + 1)
-            plain[key].append((xml_text(text, draw(cdata)), argv))
+        plain[key] = [script_for(key, event, i + 1) for i in range(draw(st.integers(0, 2)))]
     hot = draw(st.booleans()) if hotplug is None else hotplug
     if draw(st.booleans()) and hot is False:
         hot_elem = "<hotplug>%s</hotplug>" % draw(st.sampled_from(["0", "no", "off", "false"]))
