@@ -41,6 +41,16 @@ def interp(request):
     return interpreter_command(request.param)
 
 
+def example_count(ci, soak, override_variable):
+    """Hypothesis examples for a property: `ci` in `make test`, `soak` under TUNMON_SOAK=1
+    (make soak); the environment variable `override_variable` sets it instead, in
+    thousandths of `ci`."""
+    override = os.environ.get(override_variable)
+    if override:
+        return max(1, int(override) * ci // 1000)
+    return soak if os.environ.get("TUNMON_SOAK") else ci
+
+
 def run_tunmon(interp, *args, **kwargs):
     """Run tunmon.py with `args` under `interp`; returns CompletedProcess (text, both streams)."""
     kwargs.setdefault("capture_output", True)

@@ -25,7 +25,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from conftest import ROOT, TUNMON  # noqa: E402
+from conftest import ROOT, TUNMON, example_count  # noqa: E402
 
 for folder in (ROOT, os.path.join(ROOT, "uci")):
     if folder not in sys.path:
@@ -33,20 +33,11 @@ for folder in (ROOT, os.path.join(ROOT, "uci")):
 import tunmon  # noqa: E402
 import tunmon_xml  # noqa: E402
 from tunmon_xml import ConfigError  # noqa: E402
-
-try:
-    import tunmon_uci
-except ImportError:      # written by another helper; its fuzz tests skip until it exists
-    tunmon_uci = None
-
-SOAK = bool(os.environ.get("TUNMON_SOAK"))
+import tunmon_uci  # noqa: E402
 
 
 def examples(ci, soak):
-    override = os.environ.get("TUNMON_FUZZ_EXAMPLES")
-    if override:
-        return max(1, int(override) * ci // 1000)
-    return soak if SOAK else ci
+    return example_count(ci, soak, "TUNMON_FUZZ_EXAMPLES")
 
 
 COMMON = dict(deadline=None, print_blob=True,
@@ -469,10 +460,8 @@ def uci_text(data):
     return data.decode("utf-8", "replace")
 
 
-needs_uci = pytest.mark.skipif(tunmon_uci is None, reason="uci/tunmon_uci.py not there yet")
 
 
-@needs_uci
 @settings(max_examples=examples(500, 50000), **COMMON)
 @given(st.data())
 def test_uci_mutations_of_real_configs(data):
@@ -480,7 +469,6 @@ def test_uci_mutations_of_real_configs(data):
     check_uci(uci_text(data.draw(mutated(seeds=seeds, tokens=UCI_TOKENS))))
 
 
-@needs_uci
 @settings(max_examples=examples(300, 20000), **COMMON)
 @given(st.text(alphabet=st.sampled_from(list("'\"\\#; \t\n\rabcdefilnoprstuvwxy_0123456789./-$()&<>")
                                         + ["\x00", "\u00fc"]), max_size=300))
@@ -517,7 +505,6 @@ HOSTILE_UCI = [
 ]
 
 
-@needs_uci
 @pytest.mark.parametrize("name,text,outcome", HOSTILE_UCI, ids=[c[0] for c in HOSTILE_UCI])
 def test_hostile_uci(name, text, outcome):
     got = check_uci(text)
@@ -525,7 +512,6 @@ def test_hostile_uci(name, text, outcome):
         assert got == outcome, name
 
 
-@needs_uci
 def test_uci_script_text_cannot_inject_xml_elements():
     """A script value full of XML markup stays one script with those literal words."""
     text = ("config device\n\toption name tun0\nconfig action\n\toption time 1\n"
@@ -537,7 +523,6 @@ def test_uci_script_text_cannot_inject_xml_elements():
                                       "<script>/bin/evil", "&#0;", "&amp;"]
 
 
-@needs_uci
 def test_uci_invalid_utf8_file_is_a_clean_error(tmp_path):
     import subprocess
     path = tmp_path / "tunmon"

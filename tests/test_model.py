@@ -26,7 +26,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, Phase, given, note, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from conftest import ROOT, TUNMON, micropython_path  # noqa: E402
+from conftest import ROOT, TUNMON, example_count, micropython_path  # noqa: E402
 import model  # noqa: E402
 from model import Model, ModelConfig, Snapshot, Unreadable, check_invariants  # noqa: E402
 
@@ -35,14 +35,8 @@ if ROOT not in sys.path:
 import tunmon  # noqa: E402
 import tunmon_xml  # noqa: E402
 
-SOAK = bool(os.environ.get("TUNMON_SOAK"))
-
-
 def examples(ci, soak):
-    override = os.environ.get("TUNMON_MODEL_EXAMPLES")
-    if override:
-        return max(1, int(override) * ci // 1000)
-    return soak if SOAK else ci
+    return example_count(ci, soak, "TUNMON_MODEL_EXAMPLES")
 
 
 COMMON = dict(deadline=None, derandomize=False, print_blob=True,
