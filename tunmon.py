@@ -1449,7 +1449,7 @@ def acquire_pidfile(path, pid):
     a world-writable directory is never written through; link() and rename() replace or
     refuse the final name itself, never what a symlink there points to.
     """
-    temp = tunmon_xml.write_temporary(path, "%d\n" % pid)
+    temp = tunmon_xml.write_temporary(path, ("%d\n" % pid,))
     try:
         try:
             os.link(temp, path)   # atomic and exclusive: of two starting at once, one wins

@@ -190,16 +190,17 @@ def open_creating(path, mode):
     return open(path, mode)
 
 
-def write_atomically(path, text):
+def write_atomically(path, make_chunks):
     """Readers see the old file or the new one, never a part (tunmon_xml's temp + rename),
-    creating /var/run/tunmon after a reboot."""
+    creating /var/run/tunmon after a reboot.  `make_chunks()` gives the strings to write; it
+    is called again for the second try, as a generator cannot start over."""
     try:
-        tunmon_xml.write_atomically(path, text)
+        tunmon_xml.write_atomically(path, make_chunks())
     except OSError as err:
         if err.args[0] != ENOENT:
             raise
         make_dirs(parent_dir(path))
-        tunmon_xml.write_atomically(path, text)
+        tunmon_xml.write_atomically(path, make_chunks())
 
 
 def append_capped(path, data, max_size):
@@ -490,10 +491,15 @@ class Reporter:
                 ("expires", now + STALE_AFTER * self.write_period()),
                 ("interval", self.interval), ("status_interval", self.status_interval),
                 ("post_restore_any", post_restore))
-        devices = [self.device_status(self.devices[i], monitor.devices[i], counters, i, wall)
-                   for i in range(len(self.devices))]
+
+        def make_chunks():
+            # One device at a time: 50 devices held at once needed a 650K MicroPython heap.
+            return status_chunks(head, (self.device_status(self.devices[i], monitor.devices[i],
+                                                           counters, i, wall)
+                                        for i in range(len(self.devices))))
+
         try:
-            write_atomically(self.status_file, status_text(head, devices))
+            write_atomically(self.status_file, make_chunks)
             self.worked("status file " + self.status_file)
         except OSError as err:
             self.failed("status file " + self.status_file, err)
@@ -629,15 +635,21 @@ class Reporter:
         self.close_socket()
 
 
-def status_text(head, devices):
-    """The status file's layout: every top-level field on the first line (the rpcd plugin
-    reads them there), then one line per device."""
+def status_chunks(head, devices):
+    """The status file's layout, a line at a time: every top-level field on the first line
+    (the rpcd plugin reads them there), then one line per device."""
     out = []
     dump_into(out, head)
     out[-1] = ', "devices": [\n'        # in place of the head's closing brace
-    dump_items_into(out, devices, ",\n")
+    separator = ""
+    for device in devices:
+        out.append(separator)
+        dump_into(out, device)
+        yield "".join(out)
+        out.clear()
+        separator = ",\n"
     out.append("\n]}\n")
-    return "".join(out)
+    yield "".join(out)
 
 
 def current_counters(counters, i):

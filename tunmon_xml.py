@@ -822,8 +822,10 @@ def load_config(path):
         raise ConfigError("not enough memory to parse a %d-byte config" % len(data), path)
 
 
-def write_temporary(path, text):
-    """Write `text` to a new file with an unguessable name beside `path`; returns its name.
+def write_temporary(path, chunks):
+    """Write the strings of `chunks` one after another to a new file with an unguessable name
+    beside `path`; returns its name.  (Chunks, so that a long text such as the status file
+    of many devices never has to be held whole: on MicroPython that peak set the heap.)
 
     Unguessable because a name known in advance could be a symlink planted by another user
     in a shared directory, and writing would follow it.  Rename it over `path` to publish.
@@ -832,19 +834,21 @@ def write_temporary(path, text):
     temp = "%s.%s.tmp" % (path, suffix)
     try:
         with open(temp, "w") as f:
-            f.write(text)
-    except OSError:
+            for chunk in chunks:
+                f.write(chunk)
+    except BaseException:
         try:
-            os.remove(temp)     # a full disk leaves an empty file behind otherwise
+            os.remove(temp)     # a full disk (or a failed chunk) leaves a part behind otherwise
         except OSError:
             pass
         raise
     return temp
 
 
-def write_atomically(path, text):
-    """Replace `path` with `text` so that a reader sees the old or the new file, never a part."""
-    temp = write_temporary(path, text)
+def write_atomically(path, chunks):
+    """Replace `path` with the strings of `chunks` so that a reader sees the old or the new
+    file, never a part."""
+    temp = write_temporary(path, chunks)
     try:
         os.rename(temp, path)
     except OSError:
