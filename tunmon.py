@@ -1714,16 +1714,19 @@ class ReplaySource:
     Lines starting with '#' between snapshots: `#unreadable` stands for a tick whose read
     failed, `#tick N` numbers the next snapshot (the ticks in between were skipped),
     `#link DEV up|down|unknown` sets a device's link state from the next snapshot on; any
-    other '#' line is a comment.  Yields (tick, snapshot bytes or None if unreadable).
+    other '#' line is a comment.  Yields (tick, length): the snapshot is `buf[:length]`, or
+    length is None if unreadable.  One buffer serves every snapshot, grown to the largest:
+    a new one per snapshot fragmented a small MicroPython heap.
     """
 
     def __init__(self, path):
         self.path = path
         self.links = {}         # device name -> link state set by #link
+        self.buf = bytearray(4096)
 
     def snapshots(self):
         tick = -1
-        pending = None          # bytearray of the snapshot being collected
+        length = None           # of the snapshot being collected in buf
         next_tick = None
         with open(self.path, "rb") as f:
             for line in read_lines(f):
@@ -1732,14 +1735,14 @@ class ReplaySource:
                 is_directive = bool(words) and words[0] in (b"unreadable", b"tick", b"link")
                 if words is not None and not is_directive:
                     continue    # a comment, even inside a snapshot
-                if pending is not None and (is_header or is_directive):
-                    yield tick, pending
-                    pending = None
+                if length is not None and (is_header or is_directive):
+                    yield tick, length
+                    length = None
                 if is_header or (is_directive and words[0] == b"unreadable"):
                     tick = next_tick if next_tick is not None else tick + 1
                     next_tick = None
                     if is_header:
-                        pending = bytearray(line)
+                        length = self._put(0, line)
                     else:
                         yield tick, None
                 elif is_directive:
@@ -1747,32 +1750,47 @@ class ReplaySource:
                         next_tick = int(words[1])
                     elif words[0] == b"link" and len(words) == 3:
                         self.links[words[1].decode()] = words[2].decode()
-                elif pending is not None:
-                    pending.extend(line)
-        if pending is not None:
-            yield tick, pending
+                elif length is not None:
+                    length = self._put(length, line)
+        if length is not None:
+            yield tick, length
+
+    def _put(self, at, line):
+        """Store `line` at `at` in buf; returns where it ends."""
+        end = at + len(line)
+        if end > len(self.buf):
+            grown = bytearray(max(end, 2 * len(self.buf)))
+            grown[:at] = memoryview(self.buf)[:at]
+            self.buf = grown
+        self.buf[at:end] = line
+        return end
 
 
 def read_lines(f, chunk_size=4096):
     """The lines of a binary file, read in chunks: MicroPython's files are unbuffered, and
-    iterating over one reads a byte at a time.  (A 64 KiB chunk doubled the heap a replay
-    needs on MicroPython, 280K against 530K for 50 devices.)"""
-    rest = b""
+    iterating over one reads a byte at a time.  One window serves every chunk, where the part
+    of a line that a read cut off moves to the front (grown only for a line longer than it):
+    a new chunk per read fragmented a small MicroPython heap."""
+    window = bytearray(chunk_size)
+    kept = 0                # bytes at the window's start: a line not ended yet
     while True:
-        chunk = f.read(chunk_size)
-        if not chunk:
+        got = f.readinto(memoryview(window)[kept:])
+        if not got:
             break
-        chunk = rest + chunk
+        end = kept + got
         start = 0
         while True:
-            newline = chunk.find(b"\n", start)
+            newline = window.find(b"\n", start, end)
             if newline < 0:
                 break
-            yield chunk[start:newline + 1]
+            yield window[start:newline + 1]
             start = newline + 1
-        rest = chunk[start:]
-    if rest:
-        yield rest
+        kept = end - start
+        window[:kept] = window[start:end]
+        if kept == len(window):
+            window.extend(bytes(len(window)))
+    if kept:
+        yield window[:kept]
 
 
 def replay(config, trace_path, out, trace=False):
@@ -1782,15 +1800,15 @@ def replay(config, trace_path, out, trace=False):
     dispatcher = Dispatcher(config)
     source = ReplaySource(trace_path)
     last_tick = 0
-    for tick, snapshot in source.snapshots():
+    for tick, length in source.snapshots():
         if tick < last_tick:
             raise ConfigError("snapshot numbered %d comes after tick %d" % (tick, last_tick),
                               trace_path)
         elapsed = tick - last_tick
         last_tick = tick
-        if snapshot is None:
+        if length is None:
             continue
-        reader.parse(snapshot, len(snapshot))
+        reader.parse(source.buf, length)
         for i, name in enumerate(config.devices):
             reader.link[i] = source.links.get(name, LINK_UNKNOWN)
         when = format_seconds(tick * config.interval)

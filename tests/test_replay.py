@@ -546,6 +546,31 @@ def test_comment_lines_are_ignored(interp, tmp_path):
     assert lines == ["t=10 action %s tun0 10" % A]
 
 
+def test_big_snapshots_and_a_long_comment_line(interp, tmp_path):
+    """Snapshots that grow from 12 interfaces to 122 at tick 2 (14 KB, several times the 4 KB
+    the trace is read in) and a comment line of 20,000 characters.  tun0 is on the first line
+    and falls silent at tick 3, wg0 on the last line receives all along: only a reader that
+    kept every snapshot whole fires the action and the restore for tun0 alone."""
+
+    def snap(tr, tick, tun0_packets):
+        others = ["eth%d" % i for i in range(10 if tick < 2 else 120)]
+        devs = {"tun0": (100 * tun0_packets, tun0_packets)}
+        devs.update((name, (1000 * tick + i, 10 * tick + i)) for i, name in enumerate(others))
+        devs["wg0"] = (500 * tick + 1, 5 * tick + 1)
+        return tr.snap(devs)
+
+    cfg = tm_config(["tun0", "wg0"], 5, actions=[(10, A)], restore=[RS])
+    tr = Trace()
+    for tick, packets in enumerate([1, 2, 3, 3]):
+        snap(tr, tick, packets)
+    tr.comment("x" * 20000)
+    for tick, packets in enumerate([3, 4], start=4):
+        snap(tr, tick, packets)
+    assert len(tr.parts[-1]) > 3 * 4096
+    lines, _ = replay(interp, tmp_path, cfg, tr)
+    assert lines == ["t=20 action %s tun0 10" % A, "t=25 restore %s tun0 10" % RS]
+
+
 # ---------------------------------------------------------------------------------------------
 # device names and the /proc/net/dev reader
 
