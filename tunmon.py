@@ -555,16 +555,19 @@ class DeviceState:
         self.probes = 0
         self.last_event = None  # (event, Monitor.ticks)
 
-    def setup(self, config):
-        """Take this device's settings and ladder from a (new) config."""
+    def setup(self, config, ladders):
+        """Take this device's settings and ladder from a (new) config.  Devices with the same
+        ladder share it through `ladders` (a dict): 220 B a device on a 64-bit MicroPython."""
         settings = config.device[self.name]
         self.target = settings.target
         self.probe = settings.probe
         self.min_rx_bytes = settings.min_rx_bytes
         self.link_down_is_silence = config.link_down_is_silence \
             if settings.link_down_is_silence is None else settings.link_down_is_silence
-        self.action_ticks = [(a.ticks, a.step) for a in config.actions if a.applies_to(self.name)]
-        self.retry_periods = [(r.ticks, r.step) for r in config.retries if r.applies_to(self.name)]
+        action_ticks = tuple((a.ticks, a.step) for a in config.actions if a.applies_to(self.name))
+        retry_periods = tuple((r.ticks, r.step) for r in config.retries if r.applies_to(self.name))
+        self.action_ticks = ladders.setdefault(action_ticks, action_ticks)
+        self.retry_periods = ladders.setdefault(retry_periods, retry_periods)
         self.ladder_end = config.ladder_end(self.name)
         self.underlay = None
 
@@ -596,8 +599,9 @@ class Monitor:
 
     def configure(self, config):
         by_name = {}
+        ladders = {}
         for dev in self.devices:
-            dev.setup(config)
+            dev.setup(config, ladders)
             by_name[dev.name] = dev
         for dev in self.devices:
             underlay = config.device[dev.name].depends
