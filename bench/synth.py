@@ -89,7 +89,8 @@ def xml_escape(text):
             .replace('"', "&quot;"))
 
 
-def config_xml(devices, interval="1", ladder="normal", script="/bin/true", status_file=None):
+def config_xml(devices, interval="1", ladder="normal", script="/bin/true", status_file=None,
+               status_interval=None):
     """A tunmon config for `devices`.
 
     ladder "normal": actions at 15 s and 60 s, a retry every 120 s, restore and post-restore
@@ -106,6 +107,8 @@ def config_xml(devices, interval="1", ladder="normal", script="/bin/true", statu
     parts.append("  </net_devices>\n  <interval>%s</interval>\n" % interval)
     if status_file:
         parts.append("  <status_file>%s</status_file>\n" % xml_escape(status_file))
+    if status_interval:
+        parts.append("  <status_interval>%s</status_interval>\n" % status_interval)
     parts.append("  <actions>\n"
                  "    <action><time>%s</time><script>%s ping</script></action>\n"
                  "    <action><time>%s</time><script>%s rebuild</script></action>\n"

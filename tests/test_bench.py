@@ -44,6 +44,9 @@ def test_quick_benchmark_prints_its_tables(tmp_path):
     results = json.loads(raw.read_text())
     assert results["machine"]["cpython"]
     assert set(results["ticks"]) >= {"cpython"}
+    # The smallest heaps were found for the replay and for the live daemon.
+    assert {kind: bool(found["heap"]) for kind, found in results["heap"].items()} == {
+        "mpy": True, "py": True, "live": True}
 
 
 def test_tickbench_reads_what_the_file_says(tmp_path):
