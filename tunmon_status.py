@@ -289,7 +289,7 @@ class Reporter:
         self.devices = []           # DeviceReport per watched device, in config order
         self.by_name = {}
         self.unseen = []            # indices in `devices` of those not observed yet
-        self.ticks = None           # Monitor.ticks at the last observe(); None before the first
+        self.ticks = None           # Monitor.ticks of the last observe(); None before the first
         # The monitor clock in seconds is base_seconds + (ticks - base_ticks) * interval;
         # the base moves on every reload, so a changed interval keeps the seconds right.
         self.base_ticks = 0
@@ -371,6 +371,8 @@ class Reporter:
         on such a tick, or of a write being due.
         """
         ticks = monitor.ticks
+        # First: if a write below fails (out of memory), close() still has a whole tick.
+        self.ticks = ticks
         self.monitor = monitor
         self.counters = counters
         loaded = False              # load_tx() done at this tick
@@ -401,7 +403,6 @@ class Reporter:
                 self.emit_stats(now, ticks, monitor, counters)
             if write_status:
                 self.write_status(now, ticks, monitor, counters, STATE_RUNNING)
-        self.ticks = ticks
 
     def first_seen(self, report, dev, ticks, counters, i):
         """A device observed for the first time (at start, or added by a reload): the Monitor

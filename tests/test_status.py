@@ -451,6 +451,24 @@ def test_the_stopped_status_keeps_the_last_ticks_times(tmp_path):
         assert device(stopped, name)["since"] == device(written, name)["since"]
 
 
+def test_a_stop_after_the_first_write_ran_out_of_memory(tmp_path, monkeypatch):
+    """The first status write fails with MemoryError (a small MicroPython heap): the daemon's
+    stop still writes the "stopped" status of that tick, rather than failing on a tick it
+    never noted (which turned "out of memory" into an internal TypeError)."""
+    def out_of_memory(head, devices):
+        raise MemoryError
+
+    run = Run(make_config(str(tmp_path)))
+    monkeypatch.setattr(tunmon_status, "status_chunks", out_of_memory)
+    with pytest.raises(MemoryError):
+        run.step(tun0=TUN0_TRAFFIC, wg0=WG0_TRAFFIC)
+    monkeypatch.undo()
+    run.reporter.close()
+    stopped = run.status()
+    assert (stopped["state"], stopped["updated"]) == ("stopped", START)
+    assert [dev["name"] for dev in stopped["devices"]] == ["tun0", "wg0"]
+
+
 def test_quiet_ticks_allocate_nothing_under_micropython(tmp_path):
     """The daemon calls observe() every tick: a quiet one must not feed the GC."""
     script = tmp_path / "alloc.py"
