@@ -1718,9 +1718,9 @@ class ReplaySource:
     Lines starting with '#' between snapshots: `#unreadable` stands for a tick whose read
     failed, `#tick N` numbers the next snapshot (the ticks in between were skipped),
     `#link DEV up|down|unknown` sets a device's link state from the next snapshot on; any
-    other '#' line is a comment.  Yields (tick, length): the snapshot is `buf[:length]`, or
-    length is None if unreadable.  One buffer serves every snapshot, grown to the largest:
-    a new one per snapshot fragmented a small MicroPython heap.
+    other '#' line is a comment.  Yields (tick, length): the snapshot is `buf[:length]` until
+    the next one is read, or length is None if unreadable.  One buffer serves every snapshot,
+    grown to the largest: a new one per snapshot fragmented a small MicroPython heap.
     """
 
     def __init__(self, path):

@@ -637,8 +637,8 @@ class Reporter:
 
 
 def status_chunks(head, devices):
-    """The status file's layout, a line at a time: every top-level field on the first line
-    (the rpcd plugin reads them there), then one line per device."""
+    """The status file's layout, in chunks of one device each: every top-level field on the
+    first line (the rpcd plugin reads them there), then one line per device."""
     out = []
     dump_into(out, head)
     out[-1] = ', "devices": [\n'        # in place of the head's closing brace

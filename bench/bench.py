@@ -636,7 +636,7 @@ class Bench:
                  + table(["process", "VmRSS", "VmHWM", "over bare"], rows))
 
     # -----------------------------------------------------------------------------------------
-    # 5. Smallest MicroPython heap for a replay of a 50-device config
+    # 5. Smallest MicroPython heap for a 50-device config: replayed, and the live daemon
 
     def heap(self):
         if not self.micropython or not self.mpy_cross:
@@ -688,19 +688,25 @@ class Bench:
             code = ("import sys\nsys.path.insert(0, %r)\nimport tunmon\n"
                     "sys.exit(tunmon.run(['-c', %r, '--proc', %r, '--sys', %r]))"
                     % (dirs["mpy"], live_config, live_proc, os.path.join(self.work, "no-sys")))
-            if os.path.exists(live_status):
-                os.remove(live_status)
+            # Killed at the timeout, maybe in the middle of a write: clear what it left.
+            for name in os.listdir(self.run_dir):
+                if name.startswith("heap-live.json"):
+                    os.remove(os.path.join(self.run_dir, name))
             try:
                 proc = subprocess.run([self.micropython, "-X", "heapsize=%d" % heap, "-c", code],
                                       capture_output=True, text=True, cwd=dirs["mpy"],
                                       timeout=live_seconds)
-                errors = [line for line in proc.stderr.splitlines() if "error" in line]
-                return False, errors[-1] if errors else "exit %d" % proc.returncode
+                output = proc.stdout + proc.stderr
+                exited = "exit %d" % proc.returncode
             except subprocess.TimeoutExpired as stopped:
-                stderr = stopped.stderr.decode() if stopped.stderr else ""
-            errors = [line for line in stderr.splitlines() if "error" in line]
-            if errors:
-                return False, errors[-1]
+                output = "".join(stream.decode() for stream in (stopped.stdout, stopped.stderr)
+                                 if stream)
+                exited = None
+            # The PyPI micropython prints tracebacks on stdout: look in both streams.
+            errors = [line.strip() for line in output.splitlines()
+                      if "Error" in line or line.startswith("error:")]
+            if errors or exited:
+                return False, errors[-1] if errors else exited
             try:
                 with open(live_status) as f:
                     written = len(json.load(f)["devices"])

@@ -395,6 +395,39 @@ def test_auto_prefers_micropython_and_falls_back_to_python3(installed, tmp_path)
     assert result2.stdout == result.stdout
 
 
+@pytest.mark.parametrize("heap, error", [
+    ("320K", "not enough memory to parse a {size}-byte config"),  # in the config loader
+    ("640K", "error: out of memory")])                           # once running
+def test_a_heap_too_small_for_the_config_is_one_line(installed, tmp_path, heap, error):
+    """The shipped .mpy daemon, 300 watched devices, a MicroPython heap that loads tunmon but
+    cannot hold them all (the config, or the devices' state and status): it stops with one
+    line that says so, never a traceback, and procd's respawn takes it from there."""
+    remove_py_modules(installed)
+    names = ["tun%d" % i for i in range(1, 301)]
+    config = tmp_path / "big.xml"
+    config.write_text("<tun_mon><net_devices>%s</net_devices><interval>0.1</interval>"
+                      "<status_file>%s</status_file></tun_mon>"
+                      % ("".join("<net_device>%s</net_device>" % n for n in names),
+                         tmp_path / "status.json"))
+    proc = tmp_path / "net_dev"
+    proc.write_text(TRACE_SNAPSHOT.format(100, 1) + "".join(
+        "%6s: %7d %7d 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n" % (n, 1000 + i, 10 + i)
+        for i, n in enumerate(names)))
+    small = tmp_path / "small-bin"
+    small.mkdir()
+    (small / "micropython").write_text('#!/bin/sh\nexec %s -X heapsize=%s "$@"\n'
+                                       % (interpreter_command("micropython")[0], heap))
+    os.chmod(str(small / "micropython"), 0o755)
+    result = launch(installed, "micropython", "-c", str(config), "--proc", str(proc),
+                    "--sys", str(tmp_path / "no-sys"), path=str(small) + os.pathsep + "/usr/bin:/bin")
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("info: ")]
+    assert result.returncode in (1, 2), result.stderr
+    error = error.format(size=config.stat().st_size)
+    assert len(errors) == 1 and errors[0].startswith("error: ") and errors[0].endswith(error), \
+        result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
 def test_launcher_errors_are_one_line(installed, tmp_path):
     result = launch(installed, "pypy", "--version")
     assert (result.returncode, result.stderr) == (

@@ -11,8 +11,9 @@ Conventions used by the hand-made traces:
 """
 import os
 import re
+import subprocess
 
-from conftest import run_tunmon
+from conftest import TUNMON, run_tunmon
 
 HEADER = (
     "Inter-|   Receive                                                |  Transmit\n"
@@ -546,11 +547,11 @@ def test_comment_lines_are_ignored(interp, tmp_path):
     assert lines == ["t=10 action %s tun0 10" % A]
 
 
-def test_big_snapshots_and_a_long_comment_line(interp, tmp_path):
-    """Snapshots that grow from 12 interfaces to 122 at tick 2 (14 KB, several times the 4 KB
-    the trace is read in) and a comment line of 20,000 characters.  tun0 is on the first line
-    and falls silent at tick 3, wg0 on the last line receives all along: only a reader that
-    kept every snapshot whole fires the action and the restore for tun0 alone."""
+def test_snapshots_that_grow_past_the_buffer(interp, tmp_path):
+    """Snapshots grow from 12 interfaces to 122 at tick 2 (14 KB, several times the 4 KB
+    buffer they start in).  tun0 is on the first line and falls silent at tick 3, wg0 on the
+    last line receives all along: only a reader that kept every snapshot whole fires the
+    action and the restore for tun0 alone."""
 
     def snap(tr, tick, tun0_packets):
         others = ["eth%d" % i for i in range(10 if tick < 2 else 120)]
@@ -561,14 +562,45 @@ def test_big_snapshots_and_a_long_comment_line(interp, tmp_path):
 
     cfg = tm_config(["tun0", "wg0"], 5, actions=[(10, A)], restore=[RS])
     tr = Trace()
-    for tick, packets in enumerate([1, 2, 3, 3]):
-        snap(tr, tick, packets)
-    tr.comment("x" * 20000)
-    for tick, packets in enumerate([3, 4], start=4):
+    for tick, packets in enumerate([1, 2, 3, 3, 3, 4]):
         snap(tr, tick, packets)
     assert len(tr.parts[-1]) > 3 * 4096
     lines, _ = replay(interp, tmp_path, cfg, tr)
     assert lines == ["t=20 action %s tun0 10" % A, "t=25 restore %s tun0 10" % RS]
+
+
+READ_LINES = """
+import sys
+sys.path.insert(0, %r)
+import tunmon
+data = bytes(sys.argv[2], "utf-8")
+with open(sys.argv[1], "wb") as f:
+    f.write(data)
+with open(sys.argv[1], "rb") as f:
+    lines = [bytes(line) for line in tunmon.read_lines(f, chunk_size=8)]
+print(repr(lines == data.splitlines(True)) + " " + repr(len(lines)))
+"""
+
+
+def test_read_lines_at_and_around_the_window_size(interp, tmp_path):
+    """Lines of 7, 8, 9 and 16 bytes with an 8-byte window (the newline counted), a line far
+    longer than it, and a last line without a newline: every line comes out whole."""
+    data = "abcdef\n" + "abcdefg\n" + "abcdefgh\n" + "a" * 15 + "\n\n" + "x" * 50 + "\n" + "end"
+    script = tmp_path / "read_lines.py"
+    script.write_text(READ_LINES % os.path.dirname(os.path.abspath(TUNMON)))
+    res = subprocess.run(list(interp) + [str(script), str(tmp_path / "data"), data],
+                         capture_output=True, text=True, timeout=60)
+    assert res.stdout.split() == ["True", "7"], res.stdout + res.stderr
+
+
+def test_a_trace_without_a_final_newline(interp, tmp_path):
+    """The last device line of the last snapshot has no newline: its traffic still counts."""
+    cfg = tm_config(["tun0"], 5, actions=[(5, A)], restore=[RS])
+    tr = Trace().snap({"tun0": (100, 1)}).snap({"tun0": (100, 1)}).snap({"tun0": (200, 2)})
+    text = tr.text()
+    assert text.endswith("\n") and text.rstrip("\n").endswith(dev_line("tun0", 200, 2).rstrip("\n"))
+    lines, _ = replay(interp, tmp_path, cfg, text.rstrip("\n"))
+    assert lines == ["t=5 action %s tun0 5" % A, "t=10 restore %s tun0 5" % RS]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -469,6 +469,26 @@ def test_a_stop_after_the_first_write_ran_out_of_memory(tmp_path, monkeypatch):
     assert [dev["name"] for dev in stopped["devices"]] == ["tun0", "wg0"]
 
 
+def test_running_out_of_memory_halfway_through_a_write_leaves_no_part(tmp_path, monkeypatch):
+    """A MemoryError after the first device's line: the last complete file stays, and no
+    temporary file is left in /var/run (procd restarts us, and each try would leave one)."""
+    run = Run(make_config(str(tmp_path), status_interval=5))
+    run.step(tun0=TUN0_TRAFFIC, wg0=WG0_TRAFFIC)
+    complete = open(run.config.status_file).read()
+    real_chunks = tunmon_status.status_chunks
+
+    def out_of_memory_after_one(head, devices):
+        chunks = real_chunks(head, devices)
+        yield next(chunks)
+        raise MemoryError
+
+    monkeypatch.setattr(tunmon_status, "status_chunks", out_of_memory_after_one)
+    with pytest.raises(MemoryError):
+        run.step(tun0=TUN0_TRAFFIC, wg0=WG0_TRAFFIC)
+    assert open(run.config.status_file).read() == complete
+    assert os.listdir(os.path.dirname(run.config.status_file)) == ["status.json"]
+
+
 def test_quiet_ticks_allocate_nothing_under_micropython(tmp_path):
     """The daemon calls observe() every tick: a quiet one must not feed the GC."""
     script = tmp_path / "alloc.py"
