@@ -4,6 +4,7 @@ Tests that exercise pure logic (parser, replay, decisions, UCI translation) run 
 `tunmon.py` command line under CPython and under the MicroPython unix port, through the
 `interp` fixture, so both interpreters are held to the same expected output.
 """
+import contextlib
 import os
 import shutil
 import subprocess
@@ -39,6 +40,24 @@ def interpreter_command(name):
 def interp(request):
     """Command prefix that runs a Python file under one interpreter."""
     return interpreter_command(request.param)
+
+
+@contextlib.contextmanager
+def small_tmpfs(path, size):
+    """A tmpfs of `size` ("12k") mounted on the new directory `path`: a /var/run that fills
+    up.  Skips where mounting is refused, but fails under CI, which runs as root."""
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + size, "tmpfs", str(path)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        reason = "cannot mount a small tmpfs here: %s" % mounted.stderr.decode().strip()
+        if os.environ.get("CI"):
+            pytest.fail(reason + " (CI=true: a skip here is a failure)")
+        pytest.skip(reason)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
 def example_count(ci, soak, override_variable):

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, TUNMON
+from conftest import ROOT, TUNMON, small_tmpfs
 
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
@@ -396,16 +396,7 @@ def test_proc_file_unreadable_for_a_while_is_logged_once_and_recovered_once(live
 
 def test_full_status_directory_does_not_stop_the_loop(live, tmp_path):
     """A full /var/run: status writes fail (ENOSPC), are logged once, and the loop goes on."""
-    full = tmp_path / "run"
-    full.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12k", "tmpfs", str(full)],
-                             capture_output=True)
-    if mounted.returncode != 0:
-        reason = "cannot mount a small tmpfs here: %s" % mounted.stderr.decode().strip()
-        if os.environ.get("CI"):
-            pytest.fail(reason + " (CI=true: a skip here is a failure)")
-        pytest.skip(reason)
-    try:
+    with small_tmpfs(tmp_path / "run", "12k") as full:
         with open(full / "filler", "wb") as f:
             try:
                 f.write(b"x" * 65536)
@@ -425,8 +416,6 @@ def test_full_status_directory_does_not_stop_the_loop(live, tmp_path):
         os.remove(full / "filler")
         d.wait_for(lambda: status.exists(), 5, "the status file once there is room")
         assert d.stop() == 0
-    finally:
-        subprocess.run(["umount", "-l", str(full)], capture_output=True)
 
 
 # ---------------------------------------------------------------------------------------------
