@@ -1048,7 +1048,7 @@ def test_rpcd_call_status_of_a_live_daemon(tmp_path, live_pid):
     # The Reporter's clock is fake (2023): make the file fresh by its "expires".
     status = run.status()
     status["expires"] = int(time.time()) + 30
-    path = write_status(tmp_path / "run", status)
+    write_status(tmp_path / "run", status)         # where config.status_file is
     result = plugin("call", "status", status_file=config.status_file, stdin="{}")
     assert (result.returncode, result.stderr) == (0, "")
     answer = json.loads(result.stdout)
