@@ -7,6 +7,7 @@ Tests that exercise pure logic (parser, replay, decisions, UCI translation) run 
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -14,6 +15,11 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TUNMON = os.path.join(ROOT, "tunmon.py")
+
+# procd starts a service with SIGHUP at its default; a suite started under nohup would hand
+# every daemon it starts an ignored SIGHUP, which the no-ffi MicroPython fallback (it cannot
+# catch signals) keeps, and its test of what SIGHUP does would fail.
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def micropython_path():
