@@ -49,11 +49,14 @@ def dev_line(name, rx_bytes, rx_packets, tx_bytes, tx_packets):
 class Counters:
     """Counters of a set of busy devices; step() adds one tick of traffic to every device."""
 
-    def __init__(self, names, seed=7):
+    def __init__(self, names, seed=7, bytes_from=0):
+        """`bytes_from`: added to the byte counters (2**62 puts them where a 64-bit
+        MicroPython needs big ints, as a 32-bit one does past 2**30)."""
         self.rng = random.Random(seed)
         self.names = list(names)
         self.rx_bytes = [self.rng.randrange(10 ** 9, 10 ** 12) for _ in names]
         self.rx_packets = [b // 700 for b in self.rx_bytes]
+        self.rx_bytes = [b + bytes_from for b in self.rx_bytes]
         self.tx_bytes = [self.rng.randrange(10 ** 8, 10 ** 11) for _ in names]
         self.tx_packets = [b // 900 for b in self.tx_bytes]
 
@@ -76,9 +79,9 @@ class Counters:
         return b"".join(out)
 
 
-def proc_pair(count, seed=7):
+def proc_pair(count, seed=7, bytes_from=0):
     """Two consecutive snapshots (tick k and k+1, every device received) of `count` devices."""
-    counters = Counters(interface_names(count), seed)
+    counters = Counters(interface_names(count), seed, bytes_from)
     first = counters.snapshot()
     counters.step()
     return first, counters.snapshot(), counters
