@@ -498,7 +498,8 @@ class LinkReader:
     for devices that receive: link_down_is_silence must catch a driver that keeps counting on
     a down link.  Not for a device the counters did not find: it has no link either, and a
     failing open allocates an OSError on MicroPython, tick after tick of an outage (about
-    190 B a device and tick).
+    190 B a device and tick).  A device that is gone has its files closed: a re-created one
+    is read through new ones, not through the old device's (which say ENODEV).
     """
 
     def __init__(self, root, devices):
@@ -509,11 +510,10 @@ class LinkReader:
     def read_into(self, links, rx_bytes):
         buf = self.buf
         for i in range(len(links)):
-            if rx_bytes[i] < 0:
-                links[i] = LINK_ABSENT
-                continue
-            length = self.operstate[i].read(buf)
+            length = self.operstate[i].read(buf) if rx_bytes[i] >= 0 else -1
             if length < 0:
+                self.operstate[i].close()
+                self.carrier[i].close()
                 links[i] = LINK_ABSENT
                 continue
             link = OPERSTATE_LINK.get(buf[0] * 256 + length) if length else None

@@ -187,3 +187,66 @@ def test_a_proc_net_dev_of_many_pages_is_read_whole(bed_factory, interp, tmp_pat
             read[name] = (int(rx_bytes), int(rx_packets))
     assert read == {name: (kernel[name]["rx_bytes"], kernel[name]["rx_packets"])
                     for name in names}
+
+
+RETURNING = """
+import os, sys, time
+sys.path.insert(0, %(root)r)
+import tunmon
+
+
+def sh(command):
+    if os.system(command) != 0:
+        raise SystemExit("failed: " + command)
+
+
+def operstate():
+    try:
+        with open("/sys/class/net/va/operstate") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def settle(wanted):
+    # operstate follows a link change asynchronously (up to a second)
+    for _ in range(60):
+        if operstate() == wanted:
+            return
+        time.sleep(0.05)
+    raise SystemExit("va's operstate stayed %%r, not %%r" %% (operstate(), wanted))
+
+
+links = tunmon.LinkReader("/sys/class/net", ["va"])
+seen = ["unknown"]
+
+
+def tick(present):
+    links.read_into(seen, [0 if present else -1])
+    return seen[0]
+
+
+sh("ip link add va type veth peer name vb && ip link set vb up && ip link set va up")
+settle("up")
+states = [tick(True)]
+sh("ip link del va")
+states.append(tick(False))
+sh("ip link add va type veth peer name vb && ip link set va up")   # vb stays down
+settle("lowerlayerdown")
+states.append(tick(True))
+print(" ".join(states))
+"""
+
+
+def test_a_device_that_returns_is_read_through_new_files(bed_factory, interp, tmp_path):
+    """A veth deleted and re-created with its peer down: the first tick it is back reads its
+    link as down.  The link reader keeps sysfs files open; reading the new device through
+    the old device's files would say "absent" (ENODEV) for a tick, and that tick's traffic
+    would count as a restore on a link that is down."""
+    bed = bed_factory(1)
+    script = tmp_path / "returning.py"
+    script.write_text(RETURNING % {"root": ROOT})
+    result = subprocess.run(bed.exec_argv(bed.router, list(interp) + [str(script)]),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.split() == ["up", "absent", "down"], result.stdout + result.stderr
