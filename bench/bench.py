@@ -541,9 +541,10 @@ class Bench:
                 "loop**: `Daemon.loop()` itself, sleeping and waiting for signals between 0.1 s "
                 "ticks, `gc.mem_alloc()` before each tick; growth "
                 "= `gc.mem_alloc()` after `gc.collect()` minus before.  **big counters**: "
-                "read + judge again, with every byte counter past 2^62, where this 64-bit "
+                "read + judge again, with every RX byte counter past 2^62, where this 64-bit "
                 "MicroPython needs big ints: the path a 32-bit build (most routers) takes for "
-                "any counter past 2^30, that is 1 GiB received.  \"Near-zero\" is read "
+                "any counter past 2^30, that is 1 GiB received (there more digits are past "
+                "the limit, so this is a lower bound).  \"Near-zero\" is read "
                 "here as at most 64 B (4 blocks) per tick.\n\n"
                 + table(["interpreter", "what", "ticks", "per tick", "growth, first 1,000",
                          "growth, steady (two halves)", "growth comes from"], rows))
@@ -562,9 +563,14 @@ class Bench:
                            self._expect(second, case["watched"])])
         spec = {"src": self.src, "mode": "alloc", "alloc_ticks": ticks, "cases": [big]}
         label = "MicroPython " + (self.results["machine"]["micropython"] or "")
-        r = self.worker("micropython", spec, "16M")["cases"][case["id"]].get("tunmon") or {}
+        try:
+            result = self.worker("micropython", spec, "16M")["cases"][case["id"]]
+            r = result.get("tunmon") or {"error": result.get("error", "n/a")}
+        except (RuntimeError, subprocess.TimeoutExpired) as err:
+            r = {"error": str(err).splitlines()[-1] if str(err) else type(err).__name__}
         self.results["alloc"]["micropython_big_counters"] = r
         if "per_tick" not in r:
+            # This row failing must not take the rest of the table with it.
             return [label, "tunmon, big counters", "", r.get("error", "n/a"), "", "", ""]
         return [label, "tunmon, big counters", r["ticks"],
                 "%s allocated (typical tick %s)" % (fmt_bytes(r["per_tick"]),
