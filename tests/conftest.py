@@ -16,10 +16,12 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TUNMON = os.path.join(ROOT, "tunmon.py")
 
-# procd starts a service with SIGHUP at its default; a suite started under nohup would hand
-# every daemon it starts an ignored SIGHUP, which the no-ffi MicroPython fallback (it cannot
-# catch signals) keeps, and its test of what SIGHUP does would fail.
-signal.signal(signal.SIGHUP, signal.SIG_DFL)
+# procd starts a service with SIGHUP at its default.  Under nohup every daemon the suite
+# starts would inherit an ignored SIGHUP, which the no-ffi MicroPython fallback (it cannot
+# catch signals) keeps, and its test of what SIGHUP does would fail.  A handler that does
+# nothing keeps the suite itself immune, as nohup meant, and exec resets it for children.
+if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+    signal.signal(signal.SIGHUP, lambda signum, frame: None)
 
 
 def micropython_path():
