@@ -1210,7 +1210,7 @@ class ScriptPool:
                 soonest = left
         return soonest
 
-    def stop_all(self, sleep_ms):
+    def stop_all(self):
         """On shutdown: drop waiting scripts, SIGTERM running ones, SIGKILL what outlives
         STOP_GRACE_MS, and reap everything so no script survives tunmon."""
         del self.waiting[:]
@@ -1546,6 +1546,13 @@ class Daemon:
         if self.reporter:
             self.reporter.configure(config)
 
+    def start_reporter(self):
+        """The status file and statistics, from the first tick on (run() calls it just before
+        its loop; so do the benchmarks and tests that drive tick() themselves)."""
+        import tunmon_status    # here, so --check and --replay never load it
+        self.reporter = tunmon_status.Reporter(self.config, self.pid, time.time)
+        self.pool.on_exit = self.reporter.script_exited
+
     def close_sources(self):
         """Close the files the counter and link readers keep open (on reload and stop)."""
         if self.reader:
@@ -1564,16 +1571,14 @@ class Daemon:
             except OSError as err:
                 log("error", "cannot write pidfile %s: %s" % (config.pidfile, os_error_text(err)))
                 return 1
-        import tunmon_status    # here, so --check and --replay never load it
-        self.reporter = tunmon_status.Reporter(config, self.pid, time.time)
-        self.pool.on_exit = self.reporter.script_exited
+        self.start_reporter()
         log("info", "tunmon %s watching %s every %ss (counters from %s, %s runner, signals: %s)"
             % (VERSION, ", ".join(config.devices), format_seconds(config.interval),
                self.reader.source, self.runner.name, self.signals.mechanism))
         try:
             self.loop()
         finally:
-            self.pool.stop_all(sleep_ms)
+            self.pool.stop_all()
             self.reporter.close()
             self.close_sources()
             if self.prober:

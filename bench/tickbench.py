@@ -194,10 +194,7 @@ def make_daemon(case, tm):
     daemon = tm.Daemon(config, paths[0], False, sys_root=sys_root, runner=QuietRunner(),
                        signals=QuietSignals())
     if getattr(daemon, "reporter", 0) is None:
-        # Daemon.run() starts the status reporter just before its loop: do the same.
-        import tunmon_status
-        daemon.reporter = tunmon_status.Reporter(config, 1, time.time)
-        daemon.pool.on_exit = daemon.reporter.script_exited
+        daemon.start_reporter()     # as Daemon.run() does just before its loop
     daemon.tick(0)
     reader = daemon.reader
     alternate = len(paths) > 1 and getattr(reader, "path", None) == paths[0]
@@ -587,11 +584,10 @@ def loop_allocations(case, tm, ticks):
     """The live loop itself, `Daemon.loop()` with its sleeps and signal waits, at the
     interval of `case["loop_config"]` (MicroPython: `gc.mem_alloc()` before each tick, the
     collector off).  Returns each tick's bytes, sorted, as in _each_tick()."""
-    import tunmon_status
     config = load_config(tm, dict(case, config=case["loop_config"]))
     daemon = tm.Daemon(config, case["paths"][0], False, sys_root=case["sys_root"],
                        runner=QuietRunner(), signals=tm.Signals())
-    daemon.reporter = tunmon_status.Reporter(config, 1, time.time)
+    daemon.start_reporter()
     daemon.reader.keep_open = True      # as the daemon keeps /proc/net/dev open
     files = [open(path, "rb", buffering=0) for path in case["paths"]]
     marks = [0] * (ticks + 1)           # filled with small ints: nothing allocated to measure

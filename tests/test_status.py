@@ -517,9 +517,9 @@ for tick in range(20):
 
 
 VANISHED = """
-import gc, sys, time
+import gc, sys
 sys.path.insert(0, %(root)r)
-import tunmon, tunmon_xml, tunmon_status
+import tunmon, tunmon_xml
 config = tunmon_xml.parse_config(
     "<tun_mon><net_devices><net_device>tun0</net_device><net_device>wg0</net_device>"
     "</net_devices><interval>1</interval><status_file>%(dir)s/status.json</status_file>"
@@ -536,7 +536,7 @@ class NoSignals:
 
 daemon = tunmon.Daemon(config, %(proc)r, False, sys_root=%(sys)r, signals=NoSignals())
 daemon.reader.keep_open = True      # as the daemon keeps /proc/net/dev open
-daemon.reporter = tunmon_status.Reporter(config, 1, time.time)
+daemon.start_reporter()
 for _ in range(3):
     daemon.tick(1)
 
