@@ -720,6 +720,12 @@ class Bench:
             f.write(synth.config_xml(devices, interval="0.1", status_file=live_status,
                                      status_interval="0.1"))
 
+        def last_error(output):
+            # The PyPI micropython prints tracebacks on stdout: give both streams.
+            errors = [line.strip() for line in output.splitlines()
+                      if "Error" in line or line.startswith("error:")]
+            return errors[-1] if errors else None
+
         def attempt_live(heap):
             """The daemon ran `live_seconds` and was still running, with no error and a
             status file of every device."""
@@ -740,11 +746,9 @@ class Bench:
                 output = "".join(stream.decode() for stream in (stopped.stdout, stopped.stderr)
                                  if stream)
                 exited = None
-            # The PyPI micropython prints tracebacks on stdout: look in both streams.
-            errors = [line.strip() for line in output.splitlines()
-                      if "Error" in line or line.startswith("error:")]
-            if errors or exited:
-                return False, errors[-1] if errors else exited
+            error = last_error(output)
+            if error or exited:
+                return False, error or exited
             try:
                 with open(live_status) as f:
                     written = len(json.load(f)["devices"])
@@ -763,10 +767,8 @@ class Bench:
             ok = proc.returncode == 0 and proc.stdout == expected[ticks]
             why = ""
             if not ok:
-                # The PyPI micropython prints tracebacks on stdout: look in both streams.
-                errors = [line.strip() for line in (proc.stdout + proc.stderr).splitlines()
-                          if "Error" in line or line.startswith("error:")]
-                why = errors[-1] if errors else "exit %d, wrong output" % proc.returncode
+                why = (last_error(proc.stdout + proc.stderr)
+                       or "exit %d, wrong output" % proc.returncode)
             return ok, why
 
         def smallest(kind):
