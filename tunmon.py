@@ -22,7 +22,7 @@ import time
 
 import tunmon_xml
 from tunmon_xml import (ConfigError, EVENT_ACTION, EVENT_POST_RESTORE, EVENT_RESTORE,
-                        EVENT_RETRY, format_seconds, is_tunmon, os_error_text)
+                        EVENT_RETRY, format_seconds, is_tunmon, os_error_text, to_ms)
 
 EVENT_PROBE = "probe"
 VERSION = "1.0.0"
@@ -64,10 +64,6 @@ except AttributeError:
 
     def sleep_ms(milliseconds):
         time.sleep(milliseconds / 1000.0)
-
-
-def to_ms(seconds):
-    return int(seconds * 1000 + 0.5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1458,7 +1454,8 @@ def acquire_pidfile(path, pid):
     a world-writable directory is never written through; link() and rename() replace or
     refuse the final name itself, never what a symlink there points to.
     """
-    temp = tunmon_xml.write_temporary(path, ("%d\n" % pid,))
+    content = ("%d\n" % pid).encode()
+    temp = tunmon_xml.write_temporary(path, lambda f: f.write(content))
     try:
         try:
             os.link(temp, path)   # atomic and exclusive: of two starting at once, one wins

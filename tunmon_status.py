@@ -34,7 +34,7 @@ import time
 
 import tunmon_xml
 from tunmon_xml import (EVENT_ACTION, EVENT_POST_RESTORE, EVENT_RESTORE, EVENT_RETRY,
-                        is_tunmon, os_error_text)
+                        is_tunmon, os_error_text, to_ms)
 
 SCHEMA_VERSION = 1
 SMOOTHING_SECONDS = 60.0   # time constant of the smoothed ("_avg") rates
@@ -61,73 +61,154 @@ def error(message):
 
 
 # ---------------------------------------------------------------------------------------------
-# JSON with a fixed key order
+# JSON with a fixed key order, written into a reusable buffer
+
+class JsonBuffer:
+    """JSON text built in one bytearray that is kept from write to write.
+
+    Numbers are written digit by digit and strings come pre-encoded (quoted()), so a value
+    allocates nothing on MicroPython: building the status file out of strings allocated
+    52 KiB for 8 devices there, 16 times the text.  Times and rates are kept as integers of
+    thousandths (milli()) for the same reason: every float is a heap object on MicroPython.
+    """
+
+    def __init__(self, size=256):
+        self.buf = bytearray(size)
+        self.view = memoryview(self.buf)
+        self.end = 0
+
+    def take(self):
+        """The text written since the last take(), as a view into the buffer (valid until the
+        next write), and start over."""
+        text = self.view[:self.end]
+        self.end = 0
+        return text
+
+    def text(self):
+        return bytes(self.take()).decode()
+
+    def room(self, size):
+        """Make room for `size` more bytes; rare, so the copy may allocate."""
+        need = self.end + size
+        if need > len(self.buf):
+            bigger = bytearray(max(need, 2 * len(self.buf)))
+            bigger[:self.end] = self.view[:self.end]
+            self.buf = bigger
+            self.view = memoryview(bigger)
+
+    def raw(self, data):
+        end = self.end + len(data)
+        if end > len(self.buf):
+            self.room(len(data))
+        self.buf[self.end:end] = data
+        self.end = end
+
+    def integer(self, value):
+        """An int, or null for None."""
+        if value is None:
+            self.raw(b"null")
+            return
+        if value < 0:
+            self.raw(b"-")
+            value = -value
+        if value >= 10000000000000000000:
+            self.raw(str(value).encode())   # 20 digits or more: rare enough to allocate
+            return
+        self.room(19)
+        buf = self.buf
+        start = pos = self.end
+        while True:         # the digits backwards, then turned around in place
+            buf[pos] = 48 + value % 10
+            value //= 10
+            pos += 1
+            if not value:
+                break
+        self.end = pos
+        pos -= 1
+        while start < pos:
+            buf[start], buf[pos] = buf[pos], buf[start]
+            start += 1
+            pos -= 1
+
+    def milli(self, thousandths):
+        """A number given in thousandths, with at most 3 decimals and at least one: 1500 is
+        written 1.5, 2000 is 2.0, 1234 is 1.234.  None is null."""
+        if thousandths is None:
+            self.raw(b"null")
+            return
+        if thousandths < 0:
+            self.raw(b"-")
+            thousandths = -thousandths
+        self.integer(thousandths // 1000)
+        fraction = thousandths % 1000
+        self.room(4)
+        buf = self.buf
+        end = self.end
+        buf[end] = 46       # "."
+        buf[end + 1] = 48 + fraction // 100
+        buf[end + 2] = 48 + fraction // 10 % 10
+        buf[end + 3] = 48 + fraction % 10
+        end += 4
+        while buf[end - 1] == 48 and buf[end - 2] != 46:
+            end -= 1
+        self.end = end
+
+    def value(self, value):
+        """Any value of a statistics record: a tuple of (key, value) pairs stands for an
+        object, a list for an array, a float is written to 3 decimals."""
+        if isinstance(value, tuple):
+            self.raw(b"{")
+            separator = b""
+            for key, item in value:
+                self.raw(separator)
+                self.raw(quoted(key))
+                self.raw(b": ")
+                self.value(item)
+                separator = b", "
+            self.raw(b"}")
+        elif isinstance(value, list):
+            self.raw(b"[")
+            separator = b""
+            for item in value:
+                self.raw(separator)
+                self.value(item)
+                separator = b", "
+            self.raw(b"]")
+        elif value is None or value is True or value is False:
+            self.raw(b"null" if value is None else (b"true" if value else b"false"))
+        elif isinstance(value, int):
+            self.integer(value)
+        elif isinstance(value, float):
+            self.milli(thousandths(value))
+        else:
+            self.raw(quoted(value))
+
 
 def dumps(value):
-    """JSON text of `value`, where a tuple of (key, value) pairs stands for an object."""
-    out = []
-    dump_into(out, value)
-    return "".join(out)
+    """JSON text of `value` (see JsonBuffer.value())."""
+    out = JsonBuffer()
+    out.value(value)
+    return out.text()
 
 
-def dump_into(out, value):
-    """Append the JSON of `value` to the list `out`, piece by piece, for one join at the end:
-    joining and concatenating at every level made a status write allocate 30x its size on
-    MicroPython.  The separators are constants and key texts are made once, so the pieces
-    allocated are the values' own texts."""
-    if isinstance(value, dict):
-        value = tuple(value.items())
-    if isinstance(value, tuple):
-        out.append("{")
-        separator = ""
-        for key, item in value:
-            out.append(separator)
-            out.append(key_text(key))
-            dump_into(out, item)
-            separator = ", "
-        out.append("}")
-    elif isinstance(value, list):
-        out.append("[")
-        dump_items_into(out, value, ", ")
-        out.append("]")
-    elif isinstance(value, float):
-        out.append(number_text(value))
-    else:
-        out.append(json_scalar(value))
+_quoted = {}    # str -> its JSON bytes: keys, states, links, events and device names
 
 
-def dump_items_into(out, items, separator):
-    between = ""
-    for item in items:
-        out.append(between)
-        dump_into(out, item)
-        between = separator
-
-
-_key_texts = {}     # the JSON of each object key with its colon: a fixed set of field names
-
-
-def key_text(key):
-    text = _key_texts.get(key)
-    if text is None:
-        text = _key_texts[key] = json_scalar(key) + ": "
-    return text
+def quoted(text):
+    """The JSON string of `text`, encoded, made once per text: they are a fixed set (field
+    names, states, events) or the config's device names."""
+    data = _quoted.get(text)
+    if data is None:
+        data = _quoted[text] = json_scalar(text).encode()
+    return data
 
 
 JSON_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
 
 
 def _json_scalar(value):
-    """JSON of a string, int, bool or None.  CPython's: MicroPython uses its json.dumps in C
-    (and has no str.isprintable)."""
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, int):
-        return str(value)
+    """JSON of a string.  CPython's: MicroPython uses its json.dumps in C (and has no
+    str.isprintable)."""
     if value.isprintable() and '"' not in value and "\\" not in value:
         return '"' + value + '"'    # nothing to escape: the usual case, without a loop
     out = ['"']
@@ -148,15 +229,19 @@ else:
     json_scalar = _json_scalar   # CPython's json package would cost ~1.4 MiB of RSS
 
 
+def thousandths(value):
+    """A float in thousandths, rounded half away from zero through an integer: MicroPython's
+    round() and repr() differ from CPython's in the last digits, this way both interpreters
+    write the same bytes."""
+    whole = int(abs(value) * 1000 + 0.5)
+    return -whole if value < 0 else whole
+
+
 def number_text(value):
-    """A float with at most 3 decimals (ms, 0.001 B/s), rounded through an integer:
-    MicroPython's round() and repr() differ from CPython's in the last digits, this way both
-    interpreters write the same bytes."""
-    thousandths = int(abs(value) * 1000 + 0.5)
-    text = ("%d.%03d" % (thousandths // 1000, thousandths % 1000)).rstrip("0")
-    if text.endswith("."):
-        text += "0"
-    return "-" + text if value < 0 and thousandths else text
+    """A float as JsonBuffer writes it (InfluxDB lines want the same)."""
+    out = JsonBuffer(32)
+    out.milli(thousandths(value))
+    return out.text()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,17 +275,17 @@ def open_creating(path, mode):
     return open(path, mode)
 
 
-def write_atomically(path, make_chunks):
+def write_atomically(path, write):
     """Readers see the old file or the new one, never a part (tunmon_xml's temp + rename),
-    creating /var/run/tunmon after a reboot.  `make_chunks()` gives the strings to write; it
-    is called again for the second try, as a generator cannot start over."""
+    creating /var/run/tunmon after a reboot.  `write(f)` writes the content: for the second
+    try it is called again."""
     try:
-        tunmon_xml.write_atomically(path, make_chunks())
+        tunmon_xml.write_atomically(path, write)
     except OSError as err:
         if err.args[0] != ENOENT:
             raise
         make_dirs(parent_dir(path))
-        tunmon_xml.write_atomically(path, make_chunks())
+        tunmon_xml.write_atomically(path, write)
 
 
 def append_capped(path, data, max_size):
@@ -235,18 +320,38 @@ def per_second(amount, seconds):
     return None if amount is None or seconds <= 0 else amount / seconds
 
 
-def smoothed(previous, rate, seconds):
-    """Exponentially weighted moving average with time constant SMOOTHING_SECONDS.
+def divided(numerator, denominator):
+    """numerator / denominator rounded to the nearest integer (halves up), for denominator > 0:
+    integer arithmetic, so that both interpreters get the same digits and nothing allocates."""
+    return (2 * numerator + denominator) // (2 * denominator)
 
-    `rate` is the average over the last `seconds`; the weight 1 - exp(-seconds/tau) makes the
-    result independent of how often it is updated (it is the continuous-time average of a
-    rate that is constant between updates).
-    """
+
+MICRO = 1000000
+
+
+def rate_micro(amount, milliseconds):
+    """Per second, in millionths, of `amount` counted over `milliseconds`; None if unknown."""
+    if amount is None or milliseconds <= 0:
+        return None
+    return divided(amount * 1000000000, milliseconds)
+
+
+def smoothing_weight(milliseconds):
+    """1 - exp(-t / SMOOTHING_SECONDS) in millionths: the weight of a rate measured over t in
+    the smoothed rate.  The weight makes the result independent of how often it is updated
+    (it is the continuous-time average of a rate that is constant between updates)."""
+    return int((1.0 - math.exp(-milliseconds / (SMOOTHING_SECONDS * 1000))) * MICRO + 0.5)
+
+
+def smoothed(previous, rate, weight):
+    """Exponentially weighted moving average with time constant SMOOTHING_SECONDS: `rate`, the
+    average over the last t, moves `previous` by `weight` = smoothing_weight(t), in millionths.
+    Integers throughout (rates in millionths per second), so both interpreters agree."""
     if rate is None:
         return None
     if previous is None:
         return rate
-    return previous + (1.0 - math.exp(-seconds / SMOOTHING_SECONDS)) * (rate - previous)
+    return previous + divided(weight * (rate - previous), MICRO)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,57 +361,67 @@ class DeviceReport:
     """What status and statistics remember about one device between observations.
 
     Counter quadruples are [rx bytes, rx packets, tx bytes, tx packets], -1 for absent.
-    Times are in monitor-clock seconds (Reporter.clock).
+    Times are monitor-clock milliseconds (Reporter.clock); rates are millionths per second.
     """
 
     def __init__(self, name):
         self.name = name
         self.first_tick = None        # Monitor.ticks when first observed; None before
         self.state = None
-        self.since = 0.0              # when `state` began
+        self.since = 0                # when `state` began
         # The counters when they were last loaded (a status write or a statistics line, see
         # Reporter.measure), and when: the base of `rate` and of the update of `avg`.
         self.last = [-1, -1, -1, -1]
-        self.last_clock = 0.0
+        self.last_clock = 0
         self.rate = [None] * 4        # per second between the last two loads
         self.avg = [None] * 4         # smoothed per-second rates
         self.stats_base = [-1] * 4    # counters at the last statistics line
-        self.stats_clock = 0.0
-        self.events = []              # (kind, step or state, clock, silent seconds) since then
+        self.stats_clock = 0
+        self.events = []              # (kind, step or state, clock, silent ms) since then
         self.last_event = None        # (kind, step, clock)
         self.last_exit = None         # (event, exit code, clock)
 
 
 class Reporter:
-    """Writes the status file and emits the statistics stream; see the module docstring."""
+    """Writes the status file and emits the statistics stream; see the module docstring.
+
+    Its clock is the monitor's, in integer milliseconds (ticks x interval): on MicroPython
+    every float is a heap object, and a status write must not allocate per device.
+    """
 
     def __init__(self, config, pid, wall_clock):
         self.pid = pid
-        # Wall time, asked for only when a write is due (a float allocates on MicroPython):
-        # time.time in the daemon, a simulated clock in the tests.
+        # Wall time in seconds, asked for only when a write is due: time.time in the daemon,
+        # a simulated clock in the tests.
         self.wall_clock = wall_clock
-        self.wall_at = None         # (wall time, monitor clock) at the last write
+        self.written_wall = None    # wall ms and monitor clock ms at the last write
+        self.written_clock = 0
         self.devices = []           # DeviceReport per watched device, in config order
         self.by_name = {}
         self.unseen = []            # indices in `devices` of those not observed yet
         self.ticks = None           # Monitor.ticks of the last observe(); None before the first
-        # The monitor clock in seconds is base_seconds + (ticks - base_ticks) * interval;
-        # the base moves on every reload, so a changed interval keeps the seconds right.
+        # The monitor clock is base_ms + (ticks - base_ticks) * interval_ms; the base moves
+        # on every reload, so a changed interval keeps the clock right.
         self.base_ticks = 0
-        self.base_seconds = 0.0
-        self.interval = config.interval
-        self.status_due = 0.0       # clock seconds; the matching tick numbers are below
+        self.base_ms = 0
+        self.interval_ms = clock_ms(config.interval)
+        self.status_due = 0         # clock ms; the matching tick numbers are below
         self.status_due_tick = 0
-        self.stats_due = 0.0
+        self.stats_due = 0
         self.stats_due_tick = 0
         self.dirty = True           # something worth writing happened since the last write
-        self.monitor = None         # the last observe()'s monitor and counters, for close()
+        self.monitor = None         # the last observe()'s monitor and counters
         self.counters = None
         self.post_restore = None    # (clock of the last post_restore_any, exit code or None)
         self.failing = {}           # what failed to be written -> True, until it works again
         self.sock = None
         self.udp_address = None
         self.stats = None
+        self.out = JsonBuffer(2 * FLUSH_AT)
+        # smoothing_weight() of the last period measured: writes come at a steady period,
+        # so its float arithmetic runs once, not once per device and write.
+        self.weight_ms = 0
+        self.weight = 0
         self.configure(config)
 
     # -- configuration ------------------------------------------------------------------------
@@ -314,11 +429,12 @@ class Reporter:
     def configure(self, config):
         """Start or reload: devices that stay keep their history, new ones start afresh."""
         if self.ticks is not None:
-            self.base_seconds = self.clock(self.ticks)
+            self.base_ms = self.clock(self.ticks)
             self.base_ticks = self.ticks
-        self.interval = config.interval
+        self.interval_ms = clock_ms(config.interval)
         self.status_file = config.status_file
-        self.status_interval = config.status_interval
+        self.status_label = "status file " + config.status_file    # for the log, made once
+        self.status_interval_ms = clock_ms(config.status_interval)
         devices = []
         by_name = {}
         unseen = []
@@ -338,37 +454,33 @@ class Reporter:
         if self.stats is None:
             for report in devices:
                 del report.events[:]    # kept for the stream only
+        now = self.clock(self.ticks or 0)
         if self.stats is not None and (old is None or old.interval != self.stats.interval):
-            self.stats_due = self.clock(self.ticks or 0) + self.stats.interval
-        self.status_due = min(self.status_due, self.clock(self.ticks or 0) + self.status_interval)
+            self.stats_due = now + clock_ms(self.stats.interval)
+        self.status_due = min(self.status_due, now + self.status_interval_ms)
         self.status_due_tick = self.tick_at(self.status_due)
         self.stats_due_tick = self.tick_at(self.stats_due)
         self.dirty = True
 
     def write_period(self):
-        """How often the file is rewritten at the least: ticks longer than status_interval
-        make it once a tick."""
-        return max(self.status_interval, self.interval)
+        """How often the file is rewritten at the least, in ms: ticks longer than
+        status_interval make it once a tick."""
+        return max(self.status_interval_ms, self.interval_ms)
 
     def clock(self, ticks):
-        return self.base_seconds + (ticks - self.base_ticks) * self.interval
+        return self.base_ms + (ticks - self.base_ticks) * self.interval_ms
 
-    def tick_at(self, seconds):
-        """The first tick whose clock reaches `seconds`."""
-        ticks = (seconds - self.base_seconds) / self.interval
-        whole = int(ticks)
-        if whole < ticks - 1e-9:
-            whole += 1
-        return self.base_ticks + whole
+    def tick_at(self, milliseconds):
+        """The first tick whose clock reaches `milliseconds`."""
+        return self.base_ticks - (self.base_ms - milliseconds) // self.interval_ms
 
     # -- every tick ---------------------------------------------------------------------------
 
     def observe(self, monitor, counters):
         """Take the tick just judged by `monitor`; write and emit what is due.
 
-        A quiet tick must not loop over the devices nor allocate (a float allocates on
-        MicroPython): everything per device below is behind a test of a list that is empty
-        on such a tick, or of a write being due.
+        A quiet tick must not loop over the devices nor allocate: everything per device below
+        is behind a test of a list that is empty on such a tick, or of a write being due.
         """
         ticks = monitor.ticks
         # First: if a write below fails (out of memory), close() still has a whole tick.
@@ -397,12 +509,13 @@ class Reporter:
             if not loaded:
                 counters.load_tx()
             self.measure(ticks, counters)
-            now = self.wall_clock()
-            self.wall_at = (now, self.clock(ticks))
+            now = to_ms(self.wall_clock())
+            self.written_wall = now
+            self.written_clock = self.clock(ticks)
             if emit_stats:
-                self.emit_stats(now, ticks, monitor, counters)
+                self.emit_stats(now)
             if write_status:
-                self.write_status(now, ticks, monitor, counters, STATE_RUNNING)
+                self.write_status(now, STATE_RUNNING)
 
     def first_seen(self, report, dev, ticks, counters, i):
         """A device observed for the first time (at start, or added by a reload): the Monitor
@@ -412,7 +525,7 @@ class Reporter:
         report.first_tick = ticks
         report.state = dev.state
         report.since = clock
-        report.last = current       # zero seconds to this tick's measure(): its rates are None
+        report.last = current       # zero time to this tick's measure(): its rates are None
         report.last_clock = clock
         report.stats_base = list(current)
         report.stats_clock = clock
@@ -442,7 +555,7 @@ class Reporter:
                 report = self.by_name[device]
                 report.last_event = (kind, step if kind != EVENT_RESTORE else None, clock)
                 if self.stats is not None:
-                    report.events.append((kind, step, clock, silent_ticks * self.interval))
+                    report.events.append((kind, step, clock, silent_ticks * self.interval_ms))
                 self.dirty = True
 
     def script_exited(self, device, event, code):
@@ -462,77 +575,142 @@ class Reporter:
         """At a load of the counters: the rates since the previous load, the smoothed rates
         brought up to this tick, and this load as the base of the next."""
         clock = self.clock(ticks)
+        columns = (counters.rx_bytes, counters.rx_packets, counters.tx_bytes,
+                   counters.tx_packets)
         for i in range(len(self.devices)):
             report = self.devices[i]
-            current = current_counters(counters, i)
-            seconds = clock - report.last_clock    # 0 for a device first seen at this tick
+            elapsed = clock - report.last_clock    # 0 for a device first seen at this tick
+            if elapsed > 0 and elapsed != self.weight_ms:
+                self.weight_ms = elapsed
+                self.weight = smoothing_weight(elapsed)
             last = report.last
             rate = report.rate
             avg = report.avg
             for k in range(4):
-                rate[k] = per_second(counted(current[k], last[k]), seconds)
-                if seconds > 0:
-                    avg[k] = smoothed(avg[k], rate[k], seconds)
-                last[k] = current[k]
+                current = columns[k][i]
+                rate[k] = rate_micro(counted(current, last[k]), elapsed)
+                if elapsed > 0:
+                    avg[k] = smoothed(avg[k], rate[k], self.weight)
+                last[k] = current
             report.last_clock = clock
 
     # -- status file --------------------------------------------------------------------------
 
-    def write_status(self, now, ticks, monitor, counters, state):
-        clock = self.clock(ticks)
-
-        def wall(at):
-            return now - (clock - at)
-
-        post_restore = None
-        if self.post_restore:
-            post_restore = (("time", wall(self.post_restore[0])), ("exit", self.post_restore[1]))
-        head = (("version", SCHEMA_VERSION), ("pid", self.pid), ("state", state),
-                ("started", wall(0.0)), ("updated", now),
-                ("expires", now + STALE_AFTER * self.write_period()),
-                ("interval", self.interval), ("status_interval", self.status_interval),
-                ("post_restore_any", post_restore))
-
-        def make_chunks():
-            # One device at a time: 50 devices held at once needed a 650K MicroPython heap.
-            return status_chunks(head, (self.device_status(self.devices[i], monitor.devices[i],
-                                                           counters, i, wall)
-                                        for i in range(len(self.devices))))
-
+    def write_status(self, now, state):
+        """Write the status of the last observed tick, at wall time `now` (ms)."""
+        clock = self.clock(self.ticks)
+        self.wall_offset = now - clock      # wall ms = monitor clock ms + this
+        self.run_state = state
         try:
-            write_atomically(self.status_file, make_chunks)
-            self.worked("status file " + self.status_file)
+            write_atomically(self.status_file, self.write_status_file)
+            self.worked(self.status_label)
         except OSError as err:
-            self.failed("status file " + self.status_file, err)
+            self.failed(self.status_label, err)
         # After a failure too: the next try comes when due, not on every tick.
         self.dirty = False
-        self.status_due = clock + self.status_interval
+        self.status_due = clock + self.status_interval_ms
         self.status_due_tick = self.tick_at(self.status_due)
 
-    def device_status(self, report, dev, counters, i, wall):
-        current = current_counters(counters, i)
-        rate = report.rate
-        avg = report.avg
+    def write_status_file(self, f):
+        """The status file's layout: every top-level field on the first line (the rpcd plugin
+        reads them there), then one line per device.  Written out every FLUSH_AT bytes: the
+        text of many devices is never held whole."""
+        out = self.out
+        out.end = 0         # whatever a failed write left behind
+        offset = self.wall_offset
+        updated = self.clock(self.ticks) + offset
+        out.raw(b'{"version": ')
+        out.integer(SCHEMA_VERSION)
+        out.raw(b', "pid": ')
+        out.integer(self.pid)
+        out.raw(b', "state": ')
+        out.raw(quoted(self.run_state))
+        out.raw(b', "started": ')
+        out.milli(offset)                   # the wall time of clock 0
+        out.raw(b', "updated": ')
+        out.milli(updated)
+        out.raw(b', "expires": ')
+        out.milli(updated + STALE_AFTER * self.write_period())
+        out.raw(b', "interval": ')
+        out.milli(self.interval_ms)
+        out.raw(b', "status_interval": ')
+        out.milli(self.status_interval_ms)
+        out.raw(b', "post_restore_any": ')
+        if self.post_restore is None:
+            out.raw(b"null")
+        else:
+            at, code = self.post_restore
+            out.raw(b'{"time": ')
+            out.milli(at + offset)
+            out.raw(b', "exit": ')
+            out.integer(code)
+            out.raw(b"}")
+        out.raw(b', "devices": [\n')
+        for i in range(len(self.devices)):
+            if i:
+                out.raw(b",\n")
+            self.write_device(out, self.devices[i], self.monitor.devices[i], i, offset)
+            if out.end >= FLUSH_AT:
+                f.write(out.take())
+        out.raw(b"\n]}\n")
+        f.write(out.take())
+
+    def write_device(self, out, report, dev, i, offset):
+        counters = self.counters
+        out.raw(b'{"name": ')
+        out.raw(quoted(report.name))
+        out.raw(b', "state": ')
+        out.raw(quoted(dev.state))
+        out.raw(b', "since": ')
+        out.milli(report.since + offset)
+        out.raw(b', "silent": ')
+        out.milli(dev.age * self.interval_ms)
+        out.raw(b', "link": ')
+        out.raw(quoted(dev.link))
+        out.raw(b', "rx": ')
+        write_direction(out, counters.rx_bytes[i], counters.rx_packets[i], report, RX_BYTES)
+        out.raw(b', "tx": ')
+        write_direction(out, counters.tx_bytes[i], counters.tx_packets[i], report, TX_BYTES)
+        out.raw(b', "actions": ')
+        out.integer(dev.actions)
+        out.raw(b', "retries": ')
+        out.integer(dev.retries)
+        out.raw(b', "restores": ')
+        out.integer(dev.restores)
+        out.raw(b', "probes": ')
+        out.integer(dev.probes)
+        out.raw(b', "last_event": ')
         event = report.last_event
+        if event is None:
+            out.raw(b"null")
+        else:
+            out.raw(b'{"event": ')
+            out.raw(quoted(event[0]))
+            out.raw(b', "step": ')
+            out.integer(event[1])
+            out.raw(b', "time": ')
+            out.milli(event[2] + offset)
+            out.raw(b"}")
+        out.raw(b', "last_exit": ')
         exit_ = report.last_exit
-        return (
-            ("name", report.name), ("state", dev.state), ("since", wall(report.since)),
-            ("silent", dev.age * self.interval), ("link", dev.link),
-            ("rx", direction(current[RX_BYTES], current[RX_PACKETS], rate[RX_BYTES],
-                             rate[RX_PACKETS], avg[RX_BYTES], avg[RX_PACKETS])),
-            ("tx", direction(current[TX_BYTES], current[TX_PACKETS], rate[TX_BYTES],
-                             rate[TX_PACKETS], avg[TX_BYTES], avg[TX_PACKETS])),
-            ("actions", dev.actions), ("retries", dev.retries), ("restores", dev.restores),
-            ("probes", dev.probes),
-            ("last_event", event and (("event", event[0]), ("step", event[1]),
-                                      ("time", wall(event[2])))),
-            ("last_exit", exit_ and (("event", exit_[0]), ("code", exit_[1]),
-                                     ("time", wall(exit_[2])))))
+        if exit_ is None:
+            out.raw(b"null")
+        else:
+            out.raw(b'{"event": ')
+            out.raw(quoted(exit_[0]))
+            out.raw(b', "code": ')
+            out.integer(exit_[1])
+            out.raw(b', "time": ')
+            out.milli(exit_[2] + offset)
+            out.raw(b"}")
+        out.raw(b"}")
 
     # -- statistics stream --------------------------------------------------------------------
 
-    def emit_stats(self, now, ticks, monitor, counters):
-        clock = self.clock(ticks)
+    def emit_stats(self, now):
+        """Statistics lines for the last observed tick, at wall time `now` (ms).  (Only when
+        configured: these build their records from floats.)"""
+        clock = self.clock(self.ticks)
         stats = self.stats
         influx = stats.format == "influx"
         lines = []
@@ -541,16 +719,15 @@ class Reporter:
             period = clock - report.stats_clock
             if period <= 0:
                 continue    # appeared at this very tick: nothing measured yet
-            record = self.stats_record(report, monitor.devices[i], counters, i, now, clock,
-                                       period)
+            record = self.stats_record(report, self.monitor.devices[i], i, now, clock, period)
             if influx:
                 lines.extend(influx_lines(record, report.events, now, clock))
             else:
                 lines.append(dumps(record))
-            report.stats_base = current_counters(counters, i)
+            report.stats_base = current_counters(self.counters, i)
             report.stats_clock = clock
             del report.events[:]
-        self.stats_due = clock + stats.interval
+        self.stats_due = clock + clock_ms(stats.interval)
         self.stats_due_tick = self.tick_at(self.stats_due)
         if stats.file and lines:
             try:
@@ -562,27 +739,28 @@ class Reporter:
         if stats.udp and lines:
             self.send_udp(lines)
 
-    def stats_record(self, report, dev, counters, i, now, clock, period):
-        current = current_counters(counters, i)
+    def stats_record(self, report, dev, i, now, clock, period):
+        current = current_counters(self.counters, i)
         amounts = [counted(current[k], report.stats_base[k]) for k in range(4)]
+        seconds = period / 1000.0
         events = []
         for kind, detail, at, silent in report.events:
-            when = now - (clock - at)
+            when = (now - (clock - at)) / 1000.0
             if kind == "state":
                 events.append((("event", kind), ("state", detail), ("time", when)))
             elif kind == EVENT_RESTORE:
-                events.append((("event", kind), ("time", when), ("silent", silent)))
+                events.append((("event", kind), ("time", when), ("silent", silent / 1000.0)))
             else:
                 events.append((("event", kind), ("step", detail), ("time", when),
-                               ("silent", silent)))
-        return (("time", now), ("device", report.name), ("state", dev.state),
-                ("period", period), ("silent", dev.age * self.interval),
+                               ("silent", silent / 1000.0)))
+        return (("time", now / 1000.0), ("device", report.name), ("state", dev.state),
+                ("period", seconds), ("silent", dev.age * self.interval_ms / 1000.0),
                 ("rx_bytes", amounts[RX_BYTES]), ("rx_packets", amounts[RX_PACKETS]),
                 ("tx_bytes", amounts[TX_BYTES]), ("tx_packets", amounts[TX_PACKETS]),
-                ("rx_rate", per_second(amounts[RX_BYTES], period)),
-                ("rx_pps", per_second(amounts[RX_PACKETS], period)),
-                ("tx_rate", per_second(amounts[TX_BYTES], period)),
-                ("tx_pps", per_second(amounts[TX_PACKETS], period)),
+                ("rx_rate", per_second(amounts[RX_BYTES], seconds)),
+                ("rx_pps", per_second(amounts[RX_PACKETS], seconds)),
+                ("tx_rate", per_second(amounts[TX_BYTES], seconds)),
+                ("tx_pps", per_second(amounts[TX_PACKETS], seconds)),
                 ("events", events))
 
     def send_udp(self, lines):
@@ -625,32 +803,22 @@ class Reporter:
 
     def close(self):
         """At a clean stop: the last statistics lines, and the status as "stopped"."""
-        if self.wall_at is not None:      # observed at least once (its first tick writes)
+        if self.written_wall is not None:      # observed at least once (its first tick writes)
             # Times stay those of the last tick, whose counters these are: its wall time is
             # the last write's, moved on by the monitor's clock.
-            written, written_clock = self.wall_at
-            now = written + (self.clock(self.ticks) - written_clock)
+            now = self.written_wall + (self.clock(self.ticks) - self.written_clock)
             if self.stats is not None:
-                self.emit_stats(now, self.ticks, self.monitor, self.counters)
-            self.write_status(now, self.ticks, self.monitor, self.counters, STATE_STOPPED)
+                self.emit_stats(now)
+            self.write_status(now, STATE_STOPPED)
         self.close_socket()
 
 
-def status_chunks(head, devices):
-    """The status file's layout, in chunks of one device each: every top-level field on the
-    first line (the rpcd plugin reads them there), then one line per device."""
-    out = []
-    dump_into(out, head)
-    out[-1] = ', "devices": [\n'        # in place of the head's closing brace
-    separator = ""
-    for device in devices:
-        out.append(separator)
-        dump_into(out, device)
-        yield "".join(out)
-        out.clear()
-        separator = ",\n"
-    out.append("\n]}\n")
-    yield "".join(out)
+FLUSH_AT = 1024     # bytes of status text held before they are written out
+
+
+def clock_ms(seconds):
+    """A config time in whole milliseconds, at least 1: the reporter's clock counts them."""
+    return max(1, to_ms(seconds))
 
 
 def current_counters(counters, i):
@@ -658,10 +826,25 @@ def current_counters(counters, i):
             counters.tx_packets[i]]
 
 
-def direction(total_bytes, total_packets, rate, pps, rate_avg, pps_avg):
-    return (("bytes", total_bytes if total_bytes >= 0 else None),
-            ("packets", total_packets if total_packets >= 0 else None),
-            ("rate", rate), ("pps", pps), ("rate_avg", rate_avg), ("pps_avg", pps_avg))
+def write_direction(out, total_bytes, total_packets, report, k):
+    """The "rx" or "tx" object: k is RX_BYTES or TX_BYTES, its packets come next."""
+    out.raw(b'{"bytes": ')
+    out.integer(total_bytes if total_bytes >= 0 else None)
+    out.raw(b', "packets": ')
+    out.integer(total_packets if total_packets >= 0 else None)
+    out.raw(b', "rate": ')
+    out.milli(in_thousandths(report.rate[k]))
+    out.raw(b', "pps": ')
+    out.milli(in_thousandths(report.rate[k + 1]))
+    out.raw(b', "rate_avg": ')
+    out.milli(in_thousandths(report.avg[k]))
+    out.raw(b', "pps_avg": ')
+    out.milli(in_thousandths(report.avg[k + 1]))
+    out.raw(b"}")
+
+
+def in_thousandths(micro):
+    return None if micro is None else divided(micro, 1000)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -683,24 +866,24 @@ def influx_fields(pairs):
     return ",".join(key + "=" + influx_value(value) for key, value in pairs if value is not None)
 
 
-def influx_timestamp(seconds):
+def influx_timestamp(milliseconds):
     """Nanoseconds, from whole milliseconds: a float cannot hold 19 exact digits."""
-    return "%d000000" % int(seconds * 1000 + 0.5)
+    return "%d000000" % milliseconds
 
 
 def influx_lines(record, events, now, clock):
-    """Measurement `tunmon` (one line per device), and `tunmon_event` per event."""
+    """Measurement `tunmon` (one line per device), and `tunmon_event` per event.  `now` is the
+    wall time in ms, `clock` the monitor's, and the events' times are on the latter."""
     device = influx_tag(record[1][1])
     fields = [pair for pair in record[2:] if pair[0] != "events"]
-    lines = ["tunmon,device=%s %s %s" % (device, influx_fields(fields),
-                                         influx_timestamp(record[0][1]))]
+    lines = ["tunmon,device=%s %s %s" % (device, influx_fields(fields), influx_timestamp(now))]
     for kind, detail, at, silent in events:
         if kind == "state":
             pairs = (("state", detail),)
         elif kind == EVENT_RESTORE:
-            pairs = (("silent", silent),)
+            pairs = (("silent", silent / 1000.0),)
         else:
-            pairs = (("step", detail), ("silent", silent))
+            pairs = (("step", detail), ("silent", silent / 1000.0))
         lines.append("tunmon_event,device=%s,event=%s %s %s"
                      % (device, kind, influx_fields(pairs), influx_timestamp(now - (clock - at))))
     return lines

@@ -318,6 +318,10 @@ def _first_bad_utf8(data):
 TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+def to_ms(seconds):
+    return int(seconds * 1000 + 0.5)
+
+
 def parse_seconds(text):
     """'15', '2.5', '4m', '1h' -> seconds as a float; ValueError with a reason otherwise."""
     word = text.strip()
@@ -822,33 +826,32 @@ def load_config(path):
         raise ConfigError("not enough memory to parse a %d-byte config" % len(data), path)
 
 
-def write_temporary(path, chunks):
-    """Write the strings of `chunks` one after another to a new file with an unguessable name
-    beside `path`; returns its name.  (Chunks, so that a long text such as the status file
-    of many devices never has to be held whole: on MicroPython that peak set the heap.)
+def write_temporary(path, write):
+    """Make a new file with an unguessable name beside `path`, filled by `write(f)` with f open
+    for binary writing; returns its name.  (A function rather than the text, so that a long
+    text such as the status file of many devices is written in pieces and never held whole:
+    on MicroPython that peak set the heap.)
 
     Unguessable because a name known in advance could be a symlink planted by another user
     in a shared directory, and writing would follow it.  Rename it over `path` to publish.
     """
-    suffix = "".join("%02x" % byte for byte in os.urandom(6))
-    temp = "%s.%s.tmp" % (path, suffix)
+    temp = "%s.%012x.tmp" % (path, int.from_bytes(os.urandom(6), "big"))
     try:
-        with open(temp, "w") as f:
-            for chunk in chunks:
-                f.write(chunk)
+        with open(temp, "wb") as f:
+            write(f)
     except BaseException:
         try:
-            os.remove(temp)     # a full disk (or a failed chunk) leaves a part behind otherwise
+            os.remove(temp)     # a full disk (or a failed write) leaves a part behind otherwise
         except OSError:
             pass
         raise
     return temp
 
 
-def write_atomically(path, chunks):
-    """Replace `path` with the strings of `chunks` so that a reader sees the old or the new
+def write_atomically(path, write):
+    """Replace `path` with what `write(f)` writes, so that a reader sees the old or the new
     file, never a part."""
-    temp = write_temporary(path, chunks)
+    temp = write_temporary(path, write)
     try:
         os.rename(temp, path)
     except OSError:

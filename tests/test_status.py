@@ -22,7 +22,7 @@ import tunmon  # noqa: E402
 import tunmon_status  # noqa: E402
 import tunmon_xml  # noqa: E402
 from tunmon_status import (Reporter, counted, format_amount, format_duration,  # noqa: E402
-                           show_status, smoothed)
+                           rate_micro, show_status, smoothed, smoothing_weight)
 
 PLUGIN = os.path.join(ROOT, "rpcd", "tunmon")
 ACL = os.path.join(ROOT, "rpcd", "tunmon.acl.json")
@@ -209,13 +209,18 @@ def test_rate_arithmetic():
     assert counted(300, 1000) == 300      # counter reset: counted from 0
     assert counted(300, -1) == 300        # was absent: came back with new counters
     assert counted(-1, 1000) is None      # absent now
-    assert smoothed(None, 50.0, 10) == 50.0
-    assert smoothed(50.0, None, 10) is None
+    # Rates in millionths per second, weights in millionths
+    assert smoothed(None, 50000000, smoothing_weight(10000)) == 50000000
+    assert smoothed(50000000, None, smoothing_weight(10000)) is None
     # one update over 120 s equals two over 60 s each at the same rate
-    once = smoothed(10.0, 100.0, 120)
-    twice = smoothed(smoothed(10.0, 100.0, 60), 100.0, 60)
-    assert once == pytest.approx(twice)
-    assert once == pytest.approx(100.0 - 90.0 * pow(2.718281828459045, -2))
+    once = smoothed(10000000, 100000000, smoothing_weight(120000))
+    twice = smoothed(smoothed(10000000, 100000000, smoothing_weight(60000)), 100000000,
+                     smoothing_weight(60000))
+    assert once == pytest.approx(twice, abs=100)
+    assert once == pytest.approx((100.0 - 90.0 * pow(2.718281828459045, -2)) * 1e6, abs=100)
+    assert rate_micro(1000, 3000) == 333333333     # 1000 B in 3 s: 333.333333 B/s
+    assert rate_micro(2, 3) == 666666667           # 2 in 3 ms: rounded, not cut
+    assert (rate_micro(None, 1000), rate_micro(5, 0)) == (None, None)
 
 
 def test_skipped_ticks_reset_and_absent_devices(tmp_path):
@@ -455,11 +460,11 @@ def test_a_stop_after_the_first_write_ran_out_of_memory(tmp_path, monkeypatch):
     """The first status write fails with MemoryError (a small MicroPython heap): the daemon's
     stop still writes the "stopped" status of that tick, rather than failing on a tick it
     never noted (which turned "out of memory" into an internal TypeError)."""
-    def out_of_memory(head, devices):
+    def out_of_memory(*args):
         raise MemoryError
 
     run = Run(make_config(str(tmp_path)))
-    monkeypatch.setattr(tunmon_status, "status_chunks", out_of_memory)
+    monkeypatch.setattr(tunmon_status.Reporter, "write_device", out_of_memory)
     with pytest.raises(MemoryError):
         run.step(tun0=TUN0_TRAFFIC, wg0=WG0_TRAFFIC)
     monkeypatch.undo()
@@ -475,16 +480,20 @@ def test_running_out_of_memory_halfway_through_a_write_leaves_no_part(tmp_path, 
     run = Run(make_config(str(tmp_path), status_interval=5))
     run.step(tun0=TUN0_TRAFFIC, wg0=WG0_TRAFFIC)
     complete = open(run.config.status_file).read()
-    real_chunks = tunmon_status.status_chunks
+    real_write_device = tunmon_status.Reporter.write_device
+    written = []
 
-    def out_of_memory_after_one(head, devices):
-        chunks = real_chunks(head, devices)
-        yield next(chunks)
-        raise MemoryError
+    def out_of_memory_after_one(reporter, out, report, *args):
+        if written:
+            raise MemoryError
+        real_write_device(reporter, out, report, *args)
+        written.append(report.name)
 
-    monkeypatch.setattr(tunmon_status, "status_chunks", out_of_memory_after_one)
+    monkeypatch.setattr(tunmon_status, "FLUSH_AT", 1)     # each line goes out at once
+    monkeypatch.setattr(tunmon_status.Reporter, "write_device", out_of_memory_after_one)
     with pytest.raises(MemoryError):
         run.step(tun0=TUN0_TRAFFIC, wg0=WG0_TRAFFIC)
+    assert written == ["tun0"]
     assert open(run.config.status_file).read() == complete
     assert os.listdir(os.path.dirname(run.config.status_file)) == ["status.json"]
 
@@ -514,6 +523,72 @@ for tick in range(20):
     allocated = [int(line) for line in result.stdout.split()]
     # the first tick writes the status, tick 12 (60 s) the statistics; no other tick allocates
     assert [tick for tick, amount in enumerate(allocated) if amount] == [0, 12], allocated
+
+
+WRITE_COST = """
+import gc, sys
+sys.path.insert(0, %(root)r)
+import tunmon, tunmon_xml, tunmon_status
+names = ["tun%%d" %% i for i in range(%(count)d)]
+config = tunmon_xml.parse_config(
+    "<tun_mon><net_devices>" + "".join("<net_device>%%s</net_device>" %% n for n in names)
+    + "</net_devices><interval>1</interval><status_file>%(dir)s/status.json</status_file>"
+    "<status_interval>1</status_interval></tun_mon>", "%(dir)s/tunmon.xml")
+
+class Counters:
+    def __init__(self, n):
+        self.rx_bytes = [0] * n
+        self.rx_packets = [0] * n
+        self.tx_bytes = [0] * n
+        self.tx_packets = [0] * n
+        self.link = ["up"] * n
+        self.replied = bytearray(n)
+    def load_tx(self):
+        pass
+
+monitor = tunmon.Monitor(config)
+counters = Counters(len(names))
+wall = [1700000000.0]
+reporter = tunmon_status.Reporter(config, 4242, lambda: wall[0])
+
+
+def written(tick):
+    for i in range(len(names)):             # every device busy, with router-sized counters
+        counters.rx_bytes[i] = 10 ** 11 + 1500 * tick + i
+        counters.rx_packets[i] = 10 ** 8 + tick
+        counters.tx_bytes[i] = 10 ** 10 + 700 * tick
+        counters.tx_packets[i] = 10 ** 7 + tick
+    monitor.judge(1 if tick else 0, counters)
+    wall[0] += 1
+    gc.collect()
+    before = gc.mem_alloc()
+    reporter.observe(monitor, counters)     # writes the status file: status_interval 1 s
+    return gc.mem_alloc() - before
+
+
+print(max([written(tick) for tick in range(12)][2:]))
+"""
+
+
+def test_a_status_write_allocates_little_and_not_per_device_under_micropython(tmp_path):
+    """On MicroPython a status write built its text out of strings and floats: 52 KiB for 8
+    devices, every 10 s.  Now a write allocates for the file itself (its temporary name, the
+    open, the rename) and a view per KiB written, whatever the number of devices."""
+    costs = {}
+    for count in (2, 40):
+        directory = tmp_path / str(count)
+        directory.mkdir()
+        script = directory / "write.py"
+        script.write_text(WRITE_COST % {"root": ROOT, "dir": str(directory), "count": count})
+        result = subprocess.run(interpreter_command("micropython") + [str(script)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        costs[count] = int(result.stdout)
+        status = json.loads((directory / "status.json").read_text())
+        assert [dev["rx"]["rate"] for dev in status["devices"]] == [1500.0] * count
+    assert costs[2] <= 1024, costs
+    # 38 more devices: about 15 KiB more text, flushed a KiB at a time (32 B a view)
+    assert costs[40] - costs[2] <= 20 * 32, costs
 
 
 VANISHED = """
@@ -677,7 +752,8 @@ def test_a_concurrent_reader_never_sees_a_partial_file(tmp_path):
     writes = 0
     while time.time() < deadline:
         body = bodies[writes % len(bodies)]
-        tunmon_status.write_atomically(path, lambda: (body,))
+        content = body.encode()
+        tunmon_status.write_atomically(path, lambda f: f.write(content))
         writes += 1
     open(stop, "w").close()
     out, err = reader.communicate(timeout=30)
@@ -921,8 +997,9 @@ gre4-x      absent   1m44s   1m44s         -         -         -         -      
 def write_status(directory, status, name="status.json"):
     """`status` in the layout tunmon writes; returns the file's path."""
     path = directory / name
-    head = tuple((key, value) for key, value in status.items() if key != "devices")
-    path.write_text("".join(tunmon_status.status_chunks(head, status["devices"])))
+    head = dict((key, value) for key, value in status.items() if key != "devices")
+    path.write_text(json.dumps(head)[:-1] + ', "devices": [\n'
+                    + ",\n".join(json.dumps(device) for device in status["devices"]) + "\n]}\n")
     return str(path)
 
 

@@ -662,7 +662,8 @@ def _write_atomically(path, text):
     """The last good file stays in place unless the new one is complete (temp + rename, the
     same as the daemon's own files), so procd and a SIGHUP reload never see a partial one."""
     try:
-        write_atomically(path, (text,))
+        content = text.encode()
+        write_atomically(path, lambda f: f.write(content))
     except OSError as err:
         raise ConfigError("cannot write %s: %s" % (path, os_error_text(err)))
 
