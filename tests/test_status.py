@@ -22,7 +22,8 @@ import tunmon  # noqa: E402
 import tunmon_status  # noqa: E402
 import tunmon_xml  # noqa: E402
 from tunmon_status import (Reporter, counted, format_amount, format_duration,  # noqa: E402
-                           rate_micro, show_status, smoothed, smoothing_weight)
+                           per_second_scaled, show_status, smoothed,
+                           smoothing_weight)
 
 PLUGIN = os.path.join(ROOT, "rpcd", "tunmon")
 ACL = os.path.join(ROOT, "rpcd", "tunmon.acl.json")
@@ -209,18 +210,28 @@ def test_rate_arithmetic():
     assert counted(300, 1000) == 300      # counter reset: counted from 0
     assert counted(300, -1) == 300        # was absent: came back with new counters
     assert counted(-1, 1000) is None      # absent now
-    # Rates in millionths per second, weights in millionths
+    # Rates in millionths per second, weights in billionths
     assert smoothed(None, 50000000, smoothing_weight(10000)) == 50000000
     assert smoothed(50000000, None, smoothing_weight(10000)) is None
     # one update over 120 s equals two over 60 s each at the same rate
     once = smoothed(10000000, 100000000, smoothing_weight(120000))
     twice = smoothed(smoothed(10000000, 100000000, smoothing_weight(60000)), 100000000,
                      smoothing_weight(60000))
-    assert once == pytest.approx(twice, abs=100)
-    assert once == pytest.approx((100.0 - 90.0 * pow(2.718281828459045, -2)) * 1e6, abs=100)
-    assert rate_micro(1000, 3000) == 333333333     # 1000 B in 3 s: 333.333333 B/s
-    assert rate_micro(2, 3) == 666666667           # 2 in 3 ms: rounded, not cut
-    assert (rate_micro(None, 1000), rate_micro(5, 0)) == (None, None)
+    assert once == pytest.approx(twice, abs=2)
+    assert once == pytest.approx((100.0 - 90.0 * pow(2.718281828459045, -2)) * 1e6, abs=2)
+    # 1 Gbit/s that stops, for a minute: the float formula to 1 B/s with a write every 10 s,
+    # to 1 part in 10^6 with one every 0.1 s (the weight has 9 decimals)
+    for seconds, tolerance in ((10, 1.0), (0.1, 125.0)):
+        exact = 125e6
+        integer = 125 * 10 ** 12
+        for _ in range(int(60 / seconds)):
+            exact += (1 - pow(2.718281828459045, -seconds / 60.0)) * (0.0 - exact)
+            integer = smoothed(integer, 0, smoothing_weight(int(seconds * 1000)))
+        assert integer / 1e6 == pytest.approx(exact, abs=tolerance), seconds
+    assert per_second_scaled(1000, 3000, 1000000) == 333333333     # 333.333333 B/s
+    assert per_second_scaled(2, 3, 1000000) == 666666667           # rounded, not cut
+    assert per_second_scaled(1999, 2001, 1000) == 999000           # rounded once: 999.000 B/s
+    assert (per_second_scaled(None, 1000, 1000), per_second_scaled(5, 0, 1000)) == (None, None)
 
 
 def test_skipped_ticks_reset_and_absent_devices(tmp_path):
