@@ -181,7 +181,7 @@ class JsonBuffer:
         elif isinstance(value, float):
             self.milli(thousandths(value))
         else:
-            self.raw(quoted(value))
+            self.raw(json_scalar(value).encode())
 
 
 def dumps(value):
@@ -191,12 +191,12 @@ def dumps(value):
     return out.text()
 
 
-_quoted = {}    # str -> its JSON bytes: keys, states, links, events and device names
+_quoted = {}    # str -> its JSON bytes
 
 
 def quoted(text):
-    """The JSON string of `text`, encoded, made once per text: they are a fixed set (field
-    names, states, events) or the config's device names."""
+    """The JSON string of `text`, encoded, made once: for the fixed set of field names,
+    states, links and events (device names are encoded by their DeviceReport)."""
     data = _quoted.get(text)
     if data is None:
         data = _quoted[text] = json_scalar(text).encode()
@@ -372,6 +372,7 @@ class DeviceReport:
 
     def __init__(self, name):
         self.name = name
+        self.json_name = json_scalar(name).encode()
         self.first_tick = None        # Monitor.ticks when first observed; None before
         self.state = None
         self.since = 0                # when `state` began
@@ -666,7 +667,7 @@ class Reporter:
     def write_device(self, out, report, dev, i, offset):
         counters = self.counters
         out.raw(b'{"name": ')
-        out.raw(quoted(report.name))
+        out.raw(report.json_name)
         out.raw(b', "state": ')
         out.raw(quoted(dev.state))
         out.raw(b', "since": ')
