@@ -164,44 +164,6 @@ class JsonBuffer:
             end -= 1
         self.end = end
 
-    def value(self, value):
-        """Any value of a statistics record: a tuple of (key, value) pairs stands for an
-        object, a list for an array, a float is written to 3 decimals."""
-        if isinstance(value, tuple):
-            self.raw(b"{")
-            separator = b""
-            for key, item in value:
-                self.raw(separator)
-                self.raw(quoted(key))
-                self.raw(b": ")
-                self.value(item)
-                separator = b", "
-            self.raw(b"}")
-        elif isinstance(value, list):
-            self.raw(b"[")
-            separator = b""
-            for item in value:
-                self.raw(separator)
-                self.value(item)
-                separator = b", "
-            self.raw(b"]")
-        elif value is None or value is True or value is False:
-            self.raw(b"null" if value is None else (b"true" if value else b"false"))
-        elif isinstance(value, int):
-            self.integer(value)
-        elif isinstance(value, float):
-            self.milli(thousandths(value))
-        else:
-            self.raw(json_scalar(value).encode())
-
-
-def dumps(value):
-    """JSON text of `value` (see JsonBuffer.value())."""
-    out = JsonBuffer()
-    out.value(value)
-    return out.text()
-
-
 _quoted = {}    # str -> its JSON bytes
 
 
@@ -238,21 +200,6 @@ if sys.implementation.name == "micropython":
     from json import dumps as json_scalar   # built in, in C: faster than the loop above
 else:
     json_scalar = _json_scalar   # CPython's json package would cost ~1.4 MiB of RSS
-
-
-def thousandths(value):
-    """A float in thousandths, rounded half away from zero through an integer: MicroPython's
-    round() and repr() differ from CPython's in the last digits, this way both interpreters
-    write the same bytes."""
-    whole = int(abs(value) * 1000 + 0.5)
-    return -whole if value < 0 else whole
-
-
-def number_text(value):
-    """A float as JsonBuffer writes it (InfluxDB lines want the same)."""
-    out = JsonBuffer(32)
-    out.milli(thousandths(value))
-    return out.text()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,10 +274,6 @@ def counted(current, base):
     return current - base
 
 
-def per_second(amount, seconds):
-    return None if amount is None or seconds <= 0 else amount / seconds
-
-
 def divided(numerator, denominator):
     """numerator / denominator rounded to the nearest integer (halves up), for denominator > 0:
     integer arithmetic, so that both interpreters get the same digits and nothing allocates."""
@@ -384,6 +327,7 @@ class DeviceReport:
     def __init__(self, name):
         self.name = name
         self.json_name = json_scalar(name).encode()
+        self.influx_name = influx_tag(name).encode()
         self.first_tick = None        # Monitor.ticks when first observed; None before
         self.state = None
         self.since = 0                # when `state` began
@@ -436,6 +380,8 @@ class Reporter:
         self.udp_address = None
         self.stats = None
         self.out = JsonBuffer(2 * FLUSH_AT)
+        self.amounts = [None] * 4   # a statistics line's counts, see count_period()
+        self.udp_this_round = True  # no send failed yet in this round of statistics lines
         # smoothing_weight() of the last period measured: writes come at a steady period,
         # so its float arithmetic runs once, not once per device and write.
         self.weight_ms = 0
@@ -467,6 +413,11 @@ class Reporter:
         self.unseen = unseen
         old = self.stats
         self.stats = config.stats
+        if self.stats is not None:
+            # For the log, made once
+            self.stats_label = "stats file %s" % self.stats.file
+            if self.stats.udp:
+                self.udp_label = "stats to %s port %d (udp)" % self.stats.udp
         if old is None or self.stats is None or old.udp != self.stats.udp:
             self.close_socket()
         if self.stats is None:
@@ -728,81 +679,173 @@ class Reporter:
     # -- statistics stream --------------------------------------------------------------------
 
     def emit_stats(self, now):
-        """Statistics lines for the last observed tick, at wall time `now` (ms).  (Only when
-        configured: these build their records from floats.)"""
+        """Statistics lines for the last observed tick, at wall time `now` (ms): written into
+        the reporter's buffer like the status file, then appended to the file and sent."""
         clock = self.clock(self.ticks)
         stats = self.stats
-        influx = stats.format == "influx"
-        lines = []
+        counters = self.counters
+        out = self.out
+        out.end = 0
+        self.udp_this_round = True
         for i in range(len(self.devices)):
             report = self.devices[i]
             period = clock - report.stats_clock
             if period <= 0:
                 continue    # appeared at this very tick: nothing measured yet
-            record = self.stats_record(report, self.monitor.devices[i], i, now, clock, period)
-            if influx:
-                lines.extend(influx_lines(record, report.events, now, clock))
+            self.count_period(report, i)
+            if stats.format == "influx":
+                self.write_influx_lines(out, report, self.monitor.devices[i], now - clock,
+                                        period)
             else:
-                lines.append(dumps(record))
-            report.stats_base = current_counters(self.counters, i)
+                self.write_stats_line(out, report, self.monitor.devices[i], now - clock,
+                                      period)
+            if out.end >= FLUSH_AT:
+                self.deliver_stats(out)
+            base = report.stats_base
+            base[RX_BYTES] = counters.rx_bytes[i]
+            base[RX_PACKETS] = counters.rx_packets[i]
+            base[TX_BYTES] = counters.tx_bytes[i]
+            base[TX_PACKETS] = counters.tx_packets[i]
             report.stats_clock = clock
-            del report.events[:]
+            if report.events:
+                report.events.clear()
         self.stats_due = clock + clock_ms(stats.interval)
         self.stats_due_tick = self.tick_at(self.stats_due)
-        if stats.file and lines:
+        if out.end:
+            self.deliver_stats(out)
+
+    def deliver_stats(self, out):
+        """Append the lines in `out` to the file and send them, then empty it.  Called every
+        FLUSH_AT bytes: the lines of many devices are never held whole (and the file turns
+        over to FILE.1 between two such pieces, never within a line)."""
+        stats = self.stats
+        length = out.end
+        text = out.take()
+        if stats.file:
             try:
-                append_capped(stats.file, "".join(line + "\n" for line in lines).encode(),
-                              stats.max_size)
-                self.worked("stats file " + stats.file)
+                append_capped(stats.file, text, stats.max_size)
+                self.worked(self.stats_label)
             except OSError as err:
-                self.failed("stats file " + stats.file, err)
-        if stats.udp and lines:
-            self.send_udp(lines)
+                self.failed(self.stats_label, err)
+        if stats.udp and self.udp_this_round:
+            self.udp_this_round = self.send_udp(out, length)
 
-    def stats_record(self, report, dev, i, now, clock, period):
-        current = current_counters(self.counters, i)
-        amounts = [counted(current[k], report.stats_base[k]) for k in range(4)]
-        seconds = period / 1000.0
-        events = []
-        for kind, detail, at, silent in report.events:
-            when = (now - (clock - at)) / 1000.0
+    def count_period(self, report, i):
+        """What each counter counted since the device's last statistics line, into
+        self.amounts (None for an absent device)."""
+        counters = self.counters
+        base = report.stats_base
+        amounts = self.amounts
+        amounts[RX_BYTES] = counted(counters.rx_bytes[i], base[RX_BYTES])
+        amounts[RX_PACKETS] = counted(counters.rx_packets[i], base[RX_PACKETS])
+        amounts[TX_BYTES] = counted(counters.tx_bytes[i], base[TX_BYTES])
+        amounts[TX_PACKETS] = counted(counters.tx_packets[i], base[TX_PACKETS])
+
+    def write_stats_line(self, out, report, dev, offset, period):
+        """One JSON line: the period's amounts and rates, and its events.  `offset` turns the
+        monitor clock into wall ms."""
+        amounts = self.amounts
+        out.raw(b'{"time": ')
+        out.milli(self.clock(self.ticks) + offset)
+        out.raw(b', "device": ')
+        out.raw(report.json_name)
+        out.raw(b', "state": ')
+        out.raw(quoted(dev.state))
+        out.raw(b', "period": ')
+        out.milli(period)
+        out.raw(b', "silent": ')
+        out.milli(dev.age * self.interval_ms)
+        for k in range(4):
+            out.raw(STATS_AMOUNT_KEYS[k])
+            out.integer(amounts[k])
+        for k in range(4):
+            out.raw(STATS_RATE_KEYS[k])
+            out.milli(per_second_scaled(amounts[k], period, 1000))
+        out.raw(b', "events": [')
+        for j in range(len(report.events)):
+            kind, detail, at, silent = report.events[j]
+            out.raw(b'{"event": ' if not j else b', {"event": ')
+            out.raw(quoted(kind))
             if kind == "state":
-                events.append((("event", kind), ("state", detail), ("time", when)))
-            elif kind == EVENT_RESTORE:
-                events.append((("event", kind), ("time", when), ("silent", silent / 1000.0)))
-            else:
-                events.append((("event", kind), ("step", detail), ("time", when),
-                               ("silent", silent / 1000.0)))
-        return (("time", now / 1000.0), ("device", report.name), ("state", dev.state),
-                ("period", seconds), ("silent", dev.age * self.interval_ms / 1000.0),
-                ("rx_bytes", amounts[RX_BYTES]), ("rx_packets", amounts[RX_PACKETS]),
-                ("tx_bytes", amounts[TX_BYTES]), ("tx_packets", amounts[TX_PACKETS]),
-                ("rx_rate", per_second(amounts[RX_BYTES], seconds)),
-                ("rx_pps", per_second(amounts[RX_PACKETS], seconds)),
-                ("tx_rate", per_second(amounts[TX_BYTES], seconds)),
-                ("tx_pps", per_second(amounts[TX_PACKETS], seconds)),
-                ("events", events))
+                out.raw(b', "state": ')
+                out.raw(quoted(detail))
+            elif kind != EVENT_RESTORE:
+                out.raw(b', "step": ')
+                out.integer(detail)
+            out.raw(b', "time": ')
+            out.milli(at + offset)
+            if kind != "state":
+                out.raw(b', "silent": ')
+                out.milli(silent)
+            out.raw(b"}")
+        out.raw(b"]}\n")
 
-    def send_udp(self, lines):
-        host, port = self.stats.udp
-        what = "stats to %s port %d (udp)" % (host, port)
+    def write_influx_lines(self, out, report, dev, offset, period):
+        """InfluxDB line protocol: measurement `tunmon` (one line per device), and
+        `tunmon_event` per event.  Fields without a value (an absent device) are left out."""
+        amounts = self.amounts
+        out.raw(b"tunmon,device=")
+        out.raw(report.influx_name)
+        out.raw(b" state=")
+        out.raw(influx_string(dev.state))
+        out.raw(b",period=")
+        out.milli(period)
+        out.raw(b",silent=")
+        out.milli(dev.age * self.interval_ms)
+        for k in range(4):
+            if amounts[k] is not None:
+                out.raw(INFLUX_AMOUNT_KEYS[k])
+                out.integer(amounts[k])
+                out.raw(b"i")
+        for k in range(4):
+            if amounts[k] is not None:
+                out.raw(INFLUX_RATE_KEYS[k])
+                out.milli(per_second_scaled(amounts[k], period, 1000))
+        influx_time(out, self.clock(self.ticks) + offset)
+        for kind, detail, at, silent in report.events:
+            out.raw(b"tunmon_event,device=")
+            out.raw(report.influx_name)
+            out.raw(b",event=")
+            out.raw(INFLUX_EVENT_TAGS[kind])
+            if kind == "state":
+                out.raw(b" state=")
+                out.raw(influx_string(detail))
+            else:
+                if kind != EVENT_RESTORE:
+                    out.raw(b" step=")
+                    out.integer(detail)
+                    out.raw(b"i,silent=")
+                else:
+                    out.raw(b" silent=")
+                out.milli(silent)
+            influx_time(out, at + offset)
+
+    def send_udp(self, out, length):
+        """Send the `length` bytes of lines in `out`, one datagram per line; False if that
+        failed (then the rest of this round's lines are not tried)."""
+        what = self.udp_label
         try:
             if self.sock is None:
                 import socket
                 # Resolved here, not at start: at boot the resolver may not be up yet.
+                host, port = self.stats.udp
                 found = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)[0]
                 self.sock = socket.socket(found[0], socket.SOCK_DGRAM)
                 self.sock.setblocking(False)
                 self.udp_address = found[-1]
-            for line in lines:
-                # One datagram per line: every receiver takes a line, and it stays far
-                # below any MTU.
-                self.sock.sendto((line + "\n").encode(), self.udp_address)
+            # One datagram per line: every receiver takes a line, and it stays far below any
+            # MTU.
+            start = 0
+            while start < length:
+                end = out.buf.find(b"\n", start, length) + 1
+                self.sock.sendto(out.view[start:end], self.udp_address)
+                start = end
         except OSError as err:
             self.close_socket()
             self.failed(what, err, "send")
-            return
+            return False
         self.worked(what, "sent")
+        return True
 
     def close_socket(self):
         if self.sock is not None:
@@ -868,45 +911,37 @@ def in_thousandths(millionths):
 
 
 # ---------------------------------------------------------------------------------------------
-# InfluxDB line protocol
+# The statistics lines' texts
+
+STATS_AMOUNT_KEYS = (b', "rx_bytes": ', b', "rx_packets": ', b', "tx_bytes": ',
+                     b', "tx_packets": ')
+STATS_RATE_KEYS = (b', "rx_rate": ', b', "rx_pps": ', b', "tx_rate": ', b', "tx_pps": ')
+INFLUX_AMOUNT_KEYS = (b",rx_bytes=", b",rx_packets=", b",tx_bytes=", b",tx_packets=")
+INFLUX_RATE_KEYS = (b",rx_rate=", b",rx_pps=", b",tx_rate=", b",tx_pps=")
+INFLUX_EVENT_TAGS = {"state": b"state", EVENT_ACTION: b"action", EVENT_RETRY: b"retry",
+                     EVENT_RESTORE: b"restore"}
+
 
 def influx_tag(text):
     return text.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 
-def influx_value(value):
-    if isinstance(value, int):
-        return "%di" % value
-    if isinstance(value, float):
-        return number_text(value)
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+_influx_strings = {}    # str -> its InfluxDB string field value: the fixed set of states
 
 
-def influx_fields(pairs):
-    return ",".join(key + "=" + influx_value(value) for key, value in pairs if value is not None)
+def influx_string(text):
+    data = _influx_strings.get(text)
+    if data is None:
+        data = _influx_strings[text] = \
+            ('"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"').encode()
+    return data
 
 
-def influx_timestamp(milliseconds):
-    """Nanoseconds, from whole milliseconds: a float cannot hold 19 exact digits."""
-    return "%d000000" % milliseconds
-
-
-def influx_lines(record, events, now, clock):
-    """Measurement `tunmon` (one line per device), and `tunmon_event` per event.  `now` is the
-    wall time in ms, `clock` the monitor's, and the events' times are on the latter."""
-    device = influx_tag(record[1][1])
-    fields = [pair for pair in record[2:] if pair[0] != "events"]
-    lines = ["tunmon,device=%s %s %s" % (device, influx_fields(fields), influx_timestamp(now))]
-    for kind, detail, at, silent in events:
-        if kind == "state":
-            pairs = (("state", detail),)
-        elif kind == EVENT_RESTORE:
-            pairs = (("silent", silent / 1000.0),)
-        else:
-            pairs = (("step", detail), ("silent", silent / 1000.0))
-        lines.append("tunmon_event,device=%s,event=%s %s %s"
-                     % (device, kind, influx_fields(pairs), influx_timestamp(now - (clock - at))))
-    return lines
+def influx_time(out, milliseconds):
+    """A line's timestamp, in nanoseconds from whole milliseconds, and its end."""
+    out.raw(b" ")
+    out.integer(milliseconds)
+    out.raw(b"000000\n")
 
 
 # ---------------------------------------------------------------------------------------------
