@@ -651,29 +651,9 @@ class Reporter:
         out.raw(b', "probes": ')
         out.integer(dev.probes)
         out.raw(b', "last_event": ')
-        event = report.last_event
-        if event is None:
-            out.raw(b"null")
-        else:
-            out.raw(b'{"event": ')
-            out.raw(quoted(event[0]))
-            out.raw(b', "step": ')
-            out.integer(event[1])
-            out.raw(b', "time": ')
-            out.milli(event[2] + offset)
-            out.raw(b"}")
+        write_last(out, report.last_event, b', "step": ', offset)
         out.raw(b', "last_exit": ')
-        exit_ = report.last_exit
-        if exit_ is None:
-            out.raw(b"null")
-        else:
-            out.raw(b'{"event": ')
-            out.raw(quoted(exit_[0]))
-            out.raw(b', "code": ')
-            out.integer(exit_[1])
-            out.raw(b', "time": ')
-            out.milli(exit_[2] + offset)
-            out.raw(b"}")
+        write_last(out, report.last_exit, b', "code": ', offset)
         out.raw(b"}")
 
     # -- statistics stream --------------------------------------------------------------------
@@ -903,6 +883,21 @@ def write_direction(out, total_bytes, total_packets, report, k):
     out.milli(in_thousandths(report.avg[k]))
     out.raw(b', "pps_avg": ')
     out.milli(in_thousandths(report.avg[k + 1]))
+    out.raw(b"}")
+
+
+def write_last(out, last, key, offset):
+    """A device's "last_event" or "last_exit": null, or its event, `key` (the step or the exit
+    code) and time, from (event, step or code, clock)."""
+    if last is None:
+        out.raw(b"null")
+        return
+    out.raw(b'{"event": ')
+    out.raw(quoted(last[0]))
+    out.raw(key)
+    out.integer(last[1])
+    out.raw(b', "time": ')
+    out.milli(last[2] + offset)
     out.raw(b"}")
 
 

@@ -536,6 +536,20 @@ for tick in range(20):
     assert [tick for tick, amount in enumerate(allocated) if amount] == [0, 12], allocated
 
 
+# Counters for the driver scripts below: the tests set them directly.
+FAKE_COUNTERS = """
+class Counters:
+    def __init__(self, n):
+        self.rx_bytes = [0] * n
+        self.rx_packets = [0] * n
+        self.tx_bytes = [0] * n
+        self.tx_packets = [0] * n
+        self.link = ["unknown"] * n
+        self.replied = bytearray(n)
+    def load_tx(self):
+        pass
+"""
+
 WRITE_COST = """
 import gc, sys
 sys.path.insert(0, %(root)r)
@@ -545,18 +559,7 @@ config = tunmon_xml.parse_config(
     "<tun_mon><net_devices>" + "".join("<net_device>%%s</net_device>" %% n for n in names)
     + "</net_devices><interval>1</interval><status_file>%(dir)s/status.json</status_file>"
     "%(settings)s</tun_mon>", "%(dir)s/tunmon.xml")
-
-class Counters:
-    def __init__(self, n):
-        self.rx_bytes = [0] * n
-        self.rx_packets = [0] * n
-        self.tx_bytes = [0] * n
-        self.tx_packets = [0] * n
-        self.link = ["up"] * n
-        self.replied = bytearray(n)
-    def load_tx(self):
-        pass
-
+""" + FAKE_COUNTERS + """
 monitor = tunmon.Monitor(config)
 counters = Counters(len(names))
 wall = [1700000000.0]
@@ -708,18 +711,7 @@ CONFIG = tunmon_xml.parse_config(
     "<retry_actions><retry><interval>20</interval><script>/bin/true</script></retry>"
     "</retry_actions><restore_dev><script>/bin/true</script></restore_dev>%(extra)s</tun_mon>",
     "%(dir)s/tunmon.xml")
-
-class Counters:
-    def __init__(self, n):
-        self.rx_bytes = [0] * n
-        self.rx_packets = [0] * n
-        self.tx_bytes = [0] * n
-        self.tx_packets = [0] * n
-        self.link = ["unknown"] * n
-        self.replied = bytearray(n)
-    def load_tx(self):
-        pass
-
+""" + FAKE_COUNTERS + """
 monitor = tunmon.Monitor(CONFIG)
 counters = Counters(2)
 wall = [NOW]
