@@ -679,8 +679,6 @@ class Reporter:
             else:
                 self.write_stats_line(out, report, self.monitor.devices[i], now - clock,
                                       period)
-            if out.end >= FLUSH_AT:
-                self.deliver_stats(out)
             base = report.stats_base
             base[RX_BYTES] = counters.rx_bytes[i]
             base[RX_PACKETS] = counters.rx_packets[i]
@@ -695,9 +693,11 @@ class Reporter:
             self.deliver_stats(out)
 
     def deliver_stats(self, out):
-        """Append the lines in `out` to the file and send them, then empty it.  Called every
-        FLUSH_AT bytes: the lines of many devices are never held whole (and the file turns
-        over to FILE.1 between two such pieces, never within a line)."""
+        """Append the round's lines in `out` to the file and send them, then empty it.  The
+        round goes out whole: the file turns over to FILE.1 before a round, never within
+        one, and a failure is logged once per round at most.  (So the buffer grows to the
+        size of a round, and stays: about 230 B a device, where building the lines anew
+        each round allocated 6 KiB a device.)"""
         stats = self.stats
         length = out.end
         text = out.take()
