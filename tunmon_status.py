@@ -84,9 +84,6 @@ class JsonBuffer:
         self.end = 0
         return text
 
-    def text(self):
-        return bytes(self.take()).decode()
-
     def room(self, size):
         """Make room for `size` more bytes; rare, so the copy may allocate."""
         need = self.end + size
@@ -381,7 +378,6 @@ class Reporter:
         self.stats = None
         self.out = JsonBuffer(2 * FLUSH_AT)
         self.amounts = [None] * 4   # a statistics line's counts, see count_period()
-        self.udp_this_round = True  # no send failed yet in this round of statistics lines
         # smoothing_weight() of the last period measured: writes come at a steady period,
         # so its float arithmetic runs once, not once per device and write.
         self.weight_ms = 0
@@ -666,7 +662,6 @@ class Reporter:
         counters = self.counters
         out = self.out
         out.end = 0
-        self.udp_this_round = True
         for i in range(len(self.devices)):
             report = self.devices[i]
             period = clock - report.stats_clock
@@ -689,16 +684,11 @@ class Reporter:
                 report.events.clear()
         self.stats_due = clock + clock_ms(stats.interval)
         self.stats_due_tick = self.tick_at(self.stats_due)
-        if out.end:
-            self.deliver_stats(out)
-
-    def deliver_stats(self, out):
-        """Append the round's lines in `out` to the file and send them, then empty it.  The
-        round goes out whole: the file turns over to FILE.1 before a round, never within
-        one, and a failure is logged once per round at most.  (So the buffer grows to the
-        size of a round, and stays: about 230 B a device, where building the lines anew
-        each round allocated 6 KiB a device.)"""
-        stats = self.stats
+        if not out.end:
+            return
+        # The round goes out whole: the file turns over to FILE.1 before a round, never within
+        # one, and a failure is logged once.  (So the buffer grows to the size of a round, and
+        # stays: about 230 B a device, where building the lines anew allocated 6 KiB.)
         length = out.end
         text = out.take()
         if stats.file:
@@ -707,8 +697,8 @@ class Reporter:
                 self.worked(self.stats_label)
             except OSError as err:
                 self.failed(self.stats_label, err)
-        if stats.udp and self.udp_this_round:
-            self.udp_this_round = self.send_udp(out, length)
+        if stats.udp:
+            self.send_udp(out, length)
 
     def count_period(self, report, i):
         """What each counter counted since the device's last statistics line, into
@@ -801,8 +791,8 @@ class Reporter:
             influx_time(out, at + offset)
 
     def send_udp(self, out, length):
-        """Send the `length` bytes of lines in `out`, one datagram per line; False if that
-        failed (then the rest of this round's lines are not tried)."""
+        """Send the `length` bytes of lines in `out`, one datagram per line; a failure drops
+        the rest of this round's lines."""
         what = self.udp_label
         try:
             if self.sock is None:
@@ -823,9 +813,8 @@ class Reporter:
         except OSError as err:
             self.close_socket()
             self.failed(what, err, "send")
-            return False
+            return
         self.worked(what, "sent")
-        return True
 
     def close_socket(self):
         if self.sock is not None:
