@@ -26,7 +26,8 @@ def test_quick_benchmark_prints_its_tables(tmp_path):
                   "## Per-tick cost, real kernel", "## Allocations per tick",
                   "## Start-up: import + load config", "## Script launch cost",
                   "## Memory: smallest MicroPython heap", "## Probe traffic",
-                  "## Memory: CPython RSS of the live daemon"):
+                  "## Memory: CPython RSS of the live daemon",
+                  "## Memory: MicroPython RSS of the live daemon"):
         assert title in text, title
     assert "failed**" not in text, text
     assert "Failures:" not in text, text
@@ -47,6 +48,10 @@ def test_quick_benchmark_prints_its_tables(tmp_path):
     # The smallest heaps were found for the replay and for the live daemon.
     assert {kind: bool(found["heap"]) for kind, found in results["heap"].items()} == {
         "mpy": True, "py": True, "live": True}
+    # Both MicroPython daemons were still running at both readings of their RSS.
+    assert set(results["memory"]["micropython"]) == {"shipped", "default collection"}
+    for readings in results["memory"]["micropython"].values():
+        assert readings["early"] and readings["late"], readings
 
 
 def test_tickbench_reads_what_the_file_says(tmp_path):

@@ -536,6 +536,77 @@ for tick in range(20):
     assert [tick for tick, amount in enumerate(allocated) if amount] == [0, 12], allocated
 
 
+
+HEAP_PAGES = """
+import sys, micropython
+sys.path.insert(0, %(root)r)
+import tunmon
+real_tick = tunmon.Daemon.tick
+
+def many_ticks(daemon, elapsed):
+    real_tick(daemon, elapsed)
+    print("first tick")
+    micropython.mem_info(1)
+    for _ in range(400):        # a status write each (status_interval = interval)
+        real_tick(daemon, 1)
+    print("400 ticks later")
+    micropython.mem_info(1)
+    raise KeyboardInterrupt
+
+tunmon.Daemon.tick = many_ticks
+print("exit", tunmon.run(["-c", %(config)r, "--proc", %(proc)r, "--sys", %(sys)r]))
+"""
+
+
+def heap_frontier(mem_info):
+    """The end of the highest block in use, from micropython.mem_info(1)'s map of the heap:
+    lines of one character a block, '.' for a free one."""
+    frontier = 0
+    block = None
+    for line in mem_info.splitlines():
+        offset, _, blocks = line.partition(": ")
+        try:
+            at = int(offset, 16)
+        except ValueError:
+            continue
+        if at and block is None:
+            block = at // 64        # a full line maps 64 blocks
+        used = len(blocks.rstrip(".\n"))
+        if used:
+            frontier = (at, used)
+    at, used = frontier
+    return at + used * block
+
+
+def test_the_micropython_daemon_keeps_to_the_same_heap_pages(tmp_path):
+    """MicroPython collects only a full heap, and allocates upward until then: the few
+    hundred bytes of each status write would walk the whole heap (1 MiB on a 32-bit router)
+    and leave every page of it resident.  400 status writes (some 320 KiB allocated) must
+    leave the daemon's heap where it was, give or take the HEAP_SLACK it collects after."""
+    names = ["tun%d" % i for i in range(8)]
+    proc = tmp_path / "dev"
+    proc.write_text("Inter-|   Receive  |  Transmit\n face |bytes    packets\n" + "".join(
+        "%6s: %d %d 0 0 0 0 0 0 %d %d 0 0 0 0 0 0\n" % (name, 10 ** 9, 10 ** 6, 10 ** 8, 10 ** 5)
+        for name in names))
+    config = tmp_path / "tunmon.xml"
+    config.write_text(
+        "<tun_mon><net_devices>%s</net_devices><interval>0.1</interval>"
+        "<status_file>%s/status.json</status_file><status_interval>0.1</status_interval>%s"
+        "</tun_mon>" % ("".join("<net_device>%s</net_device>" % n for n in names), tmp_path,
+                        LADDER))
+    script = tmp_path / "pages.py"
+    script.write_text(HEAP_PAGES % {"root": ROOT, "config": str(config), "proc": str(proc),
+                                    "sys": str(tmp_path / "no-sys")})
+    result = subprocess.run(interpreter_command("micropython") + [str(script)],
+                            capture_output=True, text=True, timeout=120)
+    assert "exit 130" in result.stdout, result.stdout[-2000:] + result.stderr
+    first, _, later = result.stdout.partition("400 ticks later")
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert [dev["name"] for dev in status["devices"]] == names
+    grown = heap_frontier(later) - heap_frontier(first)
+    assert grown <= tunmon.HEAP_SLACK + 8192, grown
+
+
 # Counters for the driver scripts below: the tests set them directly.
 FAKE_COUNTERS = """
 class Counters:
