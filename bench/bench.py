@@ -914,9 +914,9 @@ class Bench:
                  "the same %d devices in a /proc/net/dev file, a tick and a status write every "
                  "0.1 s) also holds the link reader and the status reporter (tunmon_status): "
                  "success = still running after %g s, no error, every device in the status "
-                 "file.  Fragmentation decides more than the live set: the failures are a "
-                 "block of a few KiB that no longer fits, and a few K more or less can "
-                 "succeed where a bigger heap failed.\n\n"
+                 "file.  Fragmentation decides part of it (tunmon collects after every "
+                 "HEAP_SLACK bytes allocated, so less garbage lies between the objects that "
+                 "stay), and a few K more or less can succeed where a bigger heap failed.\n\n"
                  % (devices_n, full_ticks, devices_n, fmt_heap(granularity), short_ticks,
                     full_ticks, devices_n, live_seconds)
                  + table(["modules", "smallest heapsize", "error just below it"], rows))

@@ -396,8 +396,8 @@ def test_auto_prefers_micropython_and_falls_back_to_python3(installed, tmp_path)
 
 
 @pytest.mark.parametrize("heap, error", [
-    ("320K", "not enough memory to parse a {size}-byte config"),  # in the config loader
-    ("640K", "error: out of memory")])                           # once running
+    ("192K", "not enough memory to parse a {size}-byte config"),  # in the config loader
+    ("512K", "error: out of memory")])                           # once running
 def test_a_heap_too_small_for_the_config_is_one_line(installed, tmp_path, heap, error):
     """The shipped .mpy daemon, 300 watched devices, a MicroPython heap that loads tunmon but
     cannot hold them all (the config, or the devices' state and status): it stops with one
