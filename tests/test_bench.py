@@ -48,6 +48,9 @@ def test_quick_benchmark_prints_its_tables(tmp_path):
     # The smallest heaps were found for the replay and for the live daemon.
     assert {kind: bool(found["heap"]) for kind, found in results["heap"].items()} == {
         "mpy": True, "py": True, "live": True}
+    # The 32-bit MicroPython (make test installs it) ran read + judge on counters it checked,
+    # and counted what a tick allocates.
+    assert results["alloc"]["micropython32"]["tunmon"]["per_tick"] >= 0, results["alloc"]
     # Both MicroPython daemons were still running at both readings of their RSS.
     assert set(results["memory"]["micropython"]) == {"shipped", "default collection"}
     for readings in results["memory"]["micropython"].values():
