@@ -266,23 +266,35 @@ if sys.implementation.name == "micropython":
 
         A digit loop, because on MicroPython a slice for int() would allocate every tick.
         (Comparing the byte itself, not byte - 48 against 0 and 9, is 10% faster there.)
+        The last 9 digits gather in `low` and the ones before in `high`: on a 32-bit build an
+        int past 2**30 is a heap object, and a counter of 12 digits would otherwise make one
+        at every digit past the 9th (make bench, "32-bit": 2.4 KiB a tick for 8 devices).
         """
         global _number_end
         while pos < end and buf[pos] == 32:
             pos += 1
         start = pos
-        value = 0
-        while pos < end:
+        low = 0
+        first_nine = start + 9 if start + 9 < end else end
+        while pos < first_nine:
             byte = buf[pos]
             if byte < 48 or byte > 57:
                 break
-            value = value * 10 + byte - 48
+            low = low * 10 + byte - 48
+            pos += 1
+        high = 0
+        while pos < end:                # past the 9th digit: low's first moves up to high
+            byte = buf[pos]
+            if byte < 48 or byte > 57:
+                break
+            high = high * 10 + low // 100000000
+            low = low % 100000000 * 10 + byte - 48
             pos += 1
         _number_end = pos
         # 20 digits hold any 64-bit counter; anything longer, or a sign, is garbage.
         if pos == start or pos - start > 20 or (pos < end and buf[pos] != 32):
             return -1
-        return value
+        return high * 1000000000 + low if high else low
 else:
     def _number(buf, pos, end):
         """Parse the decimal number at buf[pos:] after spaces; -1 if there is none (malformed).

@@ -14,8 +14,10 @@ Coverage-guided fuzzing with atheris (optional, not part of `make test`):
 """
 import gc
 import os
+import random
 import re
 import signal
+import subprocess
 import sys
 import tracemalloc
 
@@ -25,7 +27,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from conftest import ROOT, TUNMON, example_count  # noqa: E402
+from conftest import ROOT, TUNMON, example_count, interpreter_command  # noqa: E402
 
 for folder in (ROOT, os.path.join(ROOT, "uci")):
     if folder not in sys.path:
@@ -348,7 +350,6 @@ def test_crlf_error_positions_count_lines_like_lf():
                          ids=[c[0] for c in NOT_XML_CHARS])
 def test_not_xml_chars_give_exit_2_not_an_internal_error(tmp_path, name, data):
     """End to end: `--check` of such a config is a config error (exit 2), not exit 1."""
-    import subprocess
     cfg = tmp_path / "bad.xml"
     cfg.write_bytes(data)
     run = subprocess.run([sys.executable, TUNMON, "-c", str(cfg), "--check"],
@@ -524,7 +525,6 @@ def test_uci_script_text_cannot_inject_xml_elements():
 
 
 def test_uci_invalid_utf8_file_is_a_clean_error(tmp_path):
-    import subprocess
     path = tmp_path / "tunmon"
     path.write_bytes(b"config device\n\toption name 'tun\xff0'\n")
     run = subprocess.run([sys.executable, TUNMON, "--uci-to-xml", str(path)],
@@ -600,7 +600,6 @@ def reference_counters(text, name):
 def kernel_snapshot(draw, names):
     """A /proc/net/dev in the kernel's own format, some devices missing, lines shuffled;
     counters from 0 to 2^64 - 1 (values come from a seeded Random: cheap to generate)."""
-    import random
     rng = random.Random(draw(st.integers(0, 2 ** 32)))
     present = draw(st.lists(st.sampled_from(names), unique=True))
     lines = []
@@ -657,6 +656,46 @@ HOSTILE_PROC = [
     ("one-huge-line", b"  tun0: 100 5 " + b"7 " * 500000 + b"\n", (100, 5)),
     ("glued", b"  tun0:100 5 " + FIELDS.encode() + b"\n", (100, 5)),
 ]
+
+
+NUMBER_PARSE = """
+import sys
+sys.path.insert(0, %(root)r)
+import tunmon
+with open(%(cases)r, "rb") as f:
+    for line in f:
+        buf = bytearray(line.rstrip(b"\\n"))
+        value = tunmon._number(buf, 0, len(buf))
+        print(value, tunmon._number_end if value >= 0 else "-")
+"""
+
+
+def test_micropython_digit_loop_reads_what_cpython_int_reads(tmp_path):
+    """MicroPython parses counters with its own digit loop (the last 9 digits apart from the
+    ones before, for 32-bit builds); it must agree with CPython's int() on every field:
+    each length up to 21 digits, leading zeros, the 64-bit edges and garbage."""
+    rng = random.Random(11)
+    fields = [b"0", b"000000000123", b"123456789", b"1234567890", b"0000000001",
+              b"1000000000", b"999999999", b"18446744073709551615", b"99999999999999999999",
+              b"100000000000000000000", b"", b"-5", b"+5", b"12x", b"1e5", b"12 34"]
+    for digits in range(1, 22):
+        for _ in range(40):
+            fields.append(bytes(rng.choice(b"0123456789") for _ in range(digits)))
+    lines = [b"   " + field + b" 7" for field in fields] + [b"  " + field for field in fields]
+    cases = tmp_path / "cases"
+    cases.write_bytes(b"\n".join(lines) + b"\n")
+    script = tmp_path / "parse.py"
+    script.write_text(NUMBER_PARSE % {"root": ROOT, "cases": str(cases)})
+    result = subprocess.run(interpreter_command("micropython") + [str(script)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    expected = []
+    for line in lines:
+        buf = bytearray(line)
+        value = tunmon._number(buf, 0, len(buf))
+        # where a malformed field stops does not matter: -1 makes the device absent
+        expected.append("%d %s" % (value, tunmon._number_end if value >= 0 else "-"))
+    assert result.stdout.splitlines() == expected
 
 
 @pytest.mark.parametrize("name,data,expected", HOSTILE_PROC, ids=[c[0] for c in HOSTILE_PROC])
