@@ -74,11 +74,12 @@ except AttributeError:
 #    resident: make bench, "MicroPython RSS";
 #  - garbage, such as the config parser's element tree, is gone before it piles up between
 #    the objects that stay, so a smaller heap suffices: make bench, "smallest MicroPython
-#    heap" (the 50-device replay 258K -> 178K, the live daemon 317K -> 245K).
+#    heap".
+# The price is more collections: a --replay of many ticks takes longer.
 HEAP_SLACK = 16384
 
 
-def keep_heap_compact():
+def collect_early():
     import gc
     if hasattr(gc, "threshold"):    # MicroPython; CPython frees most objects at once
         gc.threshold(HEAP_SLACK)
@@ -2085,7 +2086,7 @@ def parse_args(argv):
 
 
 def main(argv):
-    keep_heap_compact()
+    collect_early()
     if argv[:1] == ["--uci-to-xml"]:
         return uci_to_xml(argv[1:])
     try:
