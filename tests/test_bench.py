@@ -58,27 +58,37 @@ def test_quick_benchmark_prints_its_tables(tmp_path):
         assert readings["early"] and readings["late"], readings
 
 
-def test_tickbench_reads_what_the_file_says(tmp_path):
-    """The worker times working code: CounterReader finds the counters the file holds."""
+def bench_modules(*names):
+    """Modules of bench/ (synth, bench), imported without leaving bench/ on sys.path."""
     sys.path.insert(0, os.path.join(ROOT, "bench"))
     try:
-        import synth
+        return [__import__(name) for name in names]
     finally:
         sys.path.pop(0)
-    first, second, counters = synth.proc_pair(16)
+
+
+def synthetic_case(tmp_path, interfaces, watched_count, methods):
+    """A worker's case: two snapshots of a synthetic /proc/net/dev, a config watching
+    `watched_count` of its devices, and the RX bytes the reader must find in each."""
+    synth, = bench_modules("synth")
+    first, second, counters = synth.proc_pair(interfaces)
     paths = []
     for name, data in (("a", first), ("b", second)):
         path = tmp_path / name
         path.write_bytes(data)
         paths.append(str(path))
-    watched = synth.watched_names(counters.names, 3)
+    watched = synth.watched_names(counters.names, watched_count)
     config = tmp_path / "cfg.xml"
     config.write_text(synth.config_xml(watched))
-    expect = [rx_bytes(first, watched), rx_bytes(second, watched)]
+    return {"id": "%d/%d" % (interfaces, watched_count), "paths": paths, "size": len(second),
+            "watched": watched, "config": str(config), "methods": methods,
+            "expect": [rx_bytes(first, watched), rx_bytes(second, watched)]}
+
+
+def test_tickbench_reads_what_the_file_says(tmp_path):
+    """The worker times working code: CounterReader finds the counters the file holds."""
     spec = {"src": ROOT, "mode": "ticks", "target": 0.001, "rounds": 1,
-            "cases": [{"id": "16/3", "paths": paths, "size": len(second), "watched": watched,
-                       "config": str(config), "methods": ["floor", "tunmon", "baseline"],
-                       "expect": expect}]}
+            "cases": [synthetic_case(tmp_path, 16, 3, ["floor", "tunmon", "baseline"])]}
     spec_path = tmp_path / "spec.json"
     spec_path.write_text(json.dumps(spec))
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "tickbench.py"),
@@ -96,27 +106,11 @@ def test_a_32_bit_micropython_reads_router_counters_with_little_allocation(tmp_p
     together once; and judge() subtracted counters for every busy device (48 B each), where
     comparing them tells whether it received.  Measured by the benchmark's own worker under
     the webassembly port."""
-    sys.path.insert(0, os.path.join(ROOT, "bench"))
-    try:
-        import bench
-        import synth
-    finally:
-        sys.path.pop(0)
+    bench, = bench_modules("bench")
     assert os.path.isdir(bench.MP32_PACKAGE), "make test installs the 32-bit MicroPython"
-    first, second, counters = synth.proc_pair(64)
-    paths = []
-    for name, data in (("a", first), ("b", second)):
-        path = tmp_path / name
-        path.write_bytes(data)
-        paths.append(str(path))
-    watched = synth.watched_names(counters.names, 8)
-    assert min(rx_bytes(first, watched)) > 2 ** 30      # a router's counters, past 1 GiB
-    config = tmp_path / "cfg.xml"
-    config.write_text(synth.config_xml(watched))
-    spec = {"src": ROOT, "mode": "alloc", "alloc_ticks": 200,
-            "cases": [{"id": "64/8", "paths": paths, "size": len(second), "watched": watched,
-                       "config": str(config), "methods": ["read", "judge"],
-                       "expect": [rx_bytes(first, watched), rx_bytes(second, watched)]}]}
+    case = synthetic_case(tmp_path, 64, 8, ["read", "judge"])
+    assert min(case["expect"][0]) > 2 ** 30      # a router's counters, past 1 GiB
+    spec = {"src": ROOT, "mode": "alloc", "alloc_ticks": 200, "cases": [case]}
     spec_path = tmp_path / "spec.json"
     spec_path.write_text(json.dumps(spec))
     proc = subprocess.run(["node", os.path.join(ROOT, "bench", "mp32.mjs"), bench.MP32_PACKAGE,

@@ -557,6 +557,14 @@ print("exit", tunmon.run(["-c", %(config)r, "--proc", %(proc)r, "--sys", %(sys)r
 """
 
 
+def sysfs_up(root, names):
+    """A /sys/class/net at `root` whose devices `names` all say operstate up."""
+    for name in names:
+        (root / name).mkdir(parents=True)
+        (root / name / "operstate").write_text("up\n")
+    return root
+
+
 def heap_frontier(mem_info):
     """The end of the highest block in use, from micropython.mem_info(1)'s map of the heap:
     lines of one character a block, '.' for a free one."""
@@ -594,10 +602,7 @@ def test_the_micropython_daemon_keeps_to_the_same_heap_pages(tmp_path):
         "<status_file>%s/status.json</status_file><status_interval>0.1</status_interval>%s"
         "</tun_mon>" % ("".join("<net_device>%s</net_device>" % n for n in names), tmp_path,
                         LADDER))
-    sys_root = tmp_path / "sys"     # link state up, as a router's sysfs says
-    for name in names:
-        (sys_root / name).mkdir(parents=True)
-        (sys_root / name / "operstate").write_text("up\n")
+    sys_root = sysfs_up(tmp_path / "sys", names)
     script = tmp_path / "pages.py"
     script.write_text(HEAP_PAGES % {"root": ROOT, "config": str(config), "proc": str(proc),
                                     "sys": str(sys_root)})
@@ -760,10 +765,7 @@ def test_a_vanished_device_costs_nothing_per_tick_under_micropython(tmp_path, wg
     proc = tmp_path / "net_dev"
     proc.write_text("Inter-|   Receive\n face |bytes packets\n"
                     "  tun0: 1000 10 0 0 0 0 0 0 500 5 0 0 0 0 0 0\n")
-    sys_root = tmp_path / "sys"
-    for name in ("tun0", "wg0") if wg0_in_sysfs else ("tun0",):
-        (sys_root / name).mkdir(parents=True)
-        (sys_root / name / "operstate").write_text("up\n")
+    sys_root = sysfs_up(tmp_path / "sys", ("tun0", "wg0") if wg0_in_sysfs else ("tun0",))
     script = tmp_path / "vanished.py"
     script.write_text(VANISHED % {"root": ROOT, "dir": str(tmp_path), "proc": str(proc),
                                   "sys": str(sys_root)})
