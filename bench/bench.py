@@ -107,6 +107,20 @@ MP32_PACKAGE = os.path.join(REPO, ".node", "node_modules", "@micropython",
                             "micropython-webassembly-pyscript")
 
 
+def fake_sysfs(root, names):
+    """A /sys/class/net at `root` for `names`, links up.  Tunnels say "unknown" and have a
+    carrier, like tun/wireguard devices do."""
+    for name in names:
+        folder = os.path.join(root, name)
+        if not os.path.isdir(folder):
+            os.makedirs(folder)
+            with open(os.path.join(folder, "operstate"), "w") as f:
+                f.write("unknown\n" if name.startswith("tun") else "up\n")
+            with open(os.path.join(folder, "carrier"), "w") as f:
+                f.write("1\n")
+    return root
+
+
 def find_tool(name, given):
     if given:
         return given
@@ -200,6 +214,17 @@ class Bench:
         return sorted(name[:-3] for name in os.listdir(self.src)
                       if name.startswith("tunmon") and name.endswith(".py"))
 
+    def compile_mpy(self, folder):
+        """tunmon's modules compiled by mpy-cross into `folder`, as the package ships them."""
+        os.makedirs(folder, exist_ok=True)
+        for module in self.modules():
+            compiled = subprocess.run([self.mpy_cross, "-o", os.path.join(folder, module + ".mpy"),
+                                       os.path.join(self.src, module + ".py")],
+                                      capture_output=True, text=True)
+            if compiled.returncode != 0:
+                raise RuntimeError("mpy-cross %s.py: %s" % (module, compiled.stderr.strip()))
+        return folder
+
     def add(self, title, text):
         self.sections.append((title, text))
 
@@ -233,15 +258,7 @@ class Bench:
                     f.write(data)
                 paths.append(path)
             names = counters.names
-            for name in names:
-                folder = os.path.join(sys_root, name)
-                if not os.path.isdir(folder):
-                    os.makedirs(folder)
-                    # Tunnels say "unknown" and have a carrier, like tun/wireguard devices do.
-                    with open(os.path.join(folder, "operstate"), "w") as f:
-                        f.write("unknown\n" if name.startswith("tun") else "up\n")
-                    with open(os.path.join(folder, "carrier"), "w") as f:
-                        f.write("1\n")
+            fake_sysfs(sys_root, names)
             for watched in (1, 8, size):
                 if watched == 8 and size <= 8:
                     continue
@@ -673,21 +690,13 @@ class Bench:
         if not self.micropython or not self.mpy_cross:
             self.mp_rss_error = "micropython or mpy-cross not found"
             return
-        folder = os.path.join(self.work, "rss-mpy")
-        os.makedirs(folder)
-        for module in self.modules():
-            compiled = subprocess.run([self.mpy_cross, "-o", os.path.join(folder, module + ".mpy"),
-                                       os.path.join(self.src, module + ".py")],
-                                      capture_output=True, text=True)
-            if compiled.returncode != 0:
-                self.mp_rss_error = "mpy-cross %s.py: %s" % (module, compiled.stderr.strip())
-                return
+        try:
+            folder = self.compile_mpy(os.path.join(self.work, "rss-mpy"))
+        except RuntimeError as err:
+            self.mp_rss_error = str(err)
+            return
         # A sysfs of their own, so the link reads find every device as a router's would.
-        sys_root = os.path.join(self.work, "rss-sys")
-        for name in devices:
-            os.makedirs(os.path.join(sys_root, name))
-            with open(os.path.join(sys_root, name, "operstate"), "w") as f:
-                f.write("up\n")
+        sys_root = fake_sysfs(os.path.join(self.work, "rss-sys"), devices)
         for kind, setup in (("shipped", ""),
                             ("default collection", "tunmon.collect_early = lambda: None\n")):
             config = os.path.join(self.work, "rss-mpy-%d.xml" % len(self.mp_rss))
@@ -800,7 +809,7 @@ class Bench:
             rows.append([what, "%d KiB" % early, "%d KiB" % late, "%+d KiB" % growth[kind]])
         self.add("Memory: MicroPython RSS of the live daemon",
                  "The same daemon under MicroPython, from the .mpy files, with its own small "
-                 "sysfs (operstate up), writing its status at every tick: %d status writes in "
+                 "sysfs (links up), writing its status at every tick: %d status writes in "
                  "%.0f s, as many as a router writing every 10 s makes in %.1f hours.  VmRSS "
                  "%s s after the start and at the end.  The PyPI `micropython` runs inside a "
                  "CPython process, so only the growth is the daemon's.\n\n"
@@ -836,17 +845,11 @@ class Bench:
                                               "-c", config, "--replay", trace], capture_output=True,
                                              text=True, check=True, timeout=600).stdout
         dirs = {}
-        for kind in ("mpy", "py"):
-            folder = os.path.join(self.work, "heap-" + kind)
-            os.makedirs(folder)
-            for module in self.modules():
-                source = os.path.join(self.src, module + ".py")
-                if kind == "py":
-                    shutil.copy(source, folder)
-                else:
-                    subprocess.run([self.mpy_cross, "-o", os.path.join(folder, module + ".mpy"),
-                                    source], check=True, capture_output=True)
-            dirs[kind] = folder
+        dirs["mpy"] = self.compile_mpy(os.path.join(self.work, "heap-mpy"))
+        dirs["py"] = os.path.join(self.work, "heap-py")
+        os.makedirs(dirs["py"])
+        for module in self.modules():
+            shutil.copy(os.path.join(self.src, module + ".py"), dirs["py"])
         granularity = 8192 if self.quick else 1024
         # The live daemon: the same devices in a /proc/net/dev file, a tick and a status
         # write every 0.1 s, for `live_seconds`.
@@ -1009,11 +1012,10 @@ class Bench:
                      warm, {})]
         if self.micropython:
             mpy = os.path.join(self.work, "startup-mpy")
-            os.makedirs(mpy)
             if self.mpy_cross:
-                for module in self.modules():
-                    subprocess.run([self.mpy_cross, "-o", os.path.join(mpy, module + ".mpy"),
-                                    os.path.join(self.src, module + ".py")], check=True)
+                self.compile_mpy(mpy)
+            else:
+                os.makedirs(mpy)
             variants += [("MicroPython", "bare `-c pass`", [self.micropython, "-c", "pass"], None,
                           {}),
                          ("MicroPython", ".py (compiled at import)",
