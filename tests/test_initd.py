@@ -9,6 +9,7 @@ by copying its input. busybox's ash runs the scripts when it is installed, as on
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -35,6 +36,7 @@ class Router:
         self.root = root
         os.makedirs(os.path.join(root, "etc", "config"))
         self.conf = os.path.join(root, "var", "etc", "tunmon.xml")
+        self.export = os.path.join(root, "var", "etc", "tunmon.uci")   # `uci export tunmon`
 
     def config(self, text):
         with open(os.path.join(self.root, "etc", "config", "tunmon"), "w") as f:
@@ -45,8 +47,8 @@ class Router:
         with open(self.conf, "w") as f:
             f.write(text)
 
-    def run(self, command):
-        env = dict(os.environ, TEST_ROOT=self.root, TEST_PROG=os.path.join(STUBS, "tunmon"),
+    def run(self, command, prog=os.path.join(STUBS, "tunmon")):
+        env = dict(os.environ, TEST_ROOT=self.root, TEST_PROG=prog,
                    PATH=os.path.join(STUBS, "bin") + os.pathsep + os.environ["PATH"])
         env.pop("TUNMON_INTERPRETER", None)
         return subprocess.run(SH + [os.path.join(STUBS, "rc.common"), INITSCRIPT, command],
@@ -102,7 +104,9 @@ def test_enabled_declares_the_instance(router):
     assert ("reload_trigger", "tunmon") in router.procd()
     # the instance's file is the translation of `uci export tunmon`
     assert router.read("var/etc/tunmon.xml") == ENABLED
-    assert router.read("tunmon.calls") == "auto --uci-to-xml - --output %s\n" % router.conf
+    assert router.read("tunmon.calls") == "auto --uci-to-xml %s --output %s\n" % (
+        router.export, router.conf)
+    assert router.read("var/etc/tunmon.uci") == ENABLED   # kept: error lines point into it
     assert router.read("syslog") == ""
 
 
@@ -146,10 +150,10 @@ def test_translation_error_keeps_last_good_xml(router):
     assert len(router.instances()) == 1
     assert router.instances()[0]["file"] == (router.conf,)
     assert router.read("syslog").splitlines() == [
-        "daemon.err tunmon: error: -:4: unknown option 'broken'",
+        "daemon.err tunmon: error: %s:4: unknown option 'broken'" % router.export,
         "daemon.warn tunmon: /etc/config/tunmon has errors: keeping the last good %s" % router.conf,
     ]
-    assert "error: -:4: unknown option 'broken'" in result.stderr
+    assert "error: %s:4: unknown option 'broken'" % router.export in result.stderr
 
 
 def test_translation_error_without_last_good_declares_nothing(router):
@@ -159,7 +163,7 @@ def test_translation_error_without_last_good_declares_nothing(router):
     assert router.instances() == []
     assert not os.path.exists(router.conf)
     assert router.read("syslog").splitlines() == [
-        "daemon.err tunmon: error: -:4: unknown option 'broken'",
+        "daemon.err tunmon: error: %s:4: unknown option 'broken'" % router.export,
         "daemon.err tunmon: not started: /etc/config/tunmon has errors",
     ]
 
@@ -170,12 +174,14 @@ def test_check_validates_a_fresh_translation_without_applying_it(router):
     result = router.run("check")
     assert result.returncode == 0, result.stderr
     check_xml = os.path.join(router.root, "var", "etc", "tunmon-check.xml")
+    check_export = os.path.join(router.root, "var", "etc", "tunmon-check.uci")
     assert result.stdout == "checked %s\n" % check_xml
     assert router.read("tunmon.calls").splitlines() == [
-        "auto --uci-to-xml - --output %s" % check_xml,
+        "auto --uci-to-xml %s --output %s" % (check_export, check_xml),
         "auto --check -c %s" % check_xml,
     ]
     assert not os.path.exists(check_xml)
+    assert not os.path.exists(check_export)
     assert router.read("var/etc/tunmon.xml") == "<tun_mon>running</tun_mon>\n"
     assert router.procd() == []
 
@@ -184,5 +190,65 @@ def test_check_reports_translation_errors(router):
     router.config(ENABLED + "\toption broken 'x'\n")
     result = router.run("check")
     assert result.returncode == 2
-    assert "error: -:4: unknown option 'broken'" in result.stderr
+    export = os.path.join(router.root, "var", "etc", "tunmon-check.uci")
+    assert "error: %s:4: unknown option 'broken'" % export in result.stderr
     assert "--check" not in router.read("tunmon.calls")
+    # the file the error names is still there to look at
+    assert "option broken" in router.read("var/etc/tunmon-check.uci")
+
+
+def test_a_uci_syntax_error_keeps_the_last_good_xml(router):
+    # Real uci prints nothing to stdout on a parse error; translating that nothing
+    # would have replaced the running config with an empty one.
+    router.config(ENABLED + "\toption interval '5\n")
+    router.last_good("<tun_mon>last good</tun_mon>\n")
+    result = router.run("start")
+    assert router.read("var/etc/tunmon.xml") == "<tun_mon>last good</tun_mon>\n"
+    assert len(router.instances()) == 1
+    assert "--uci-to-xml" not in router.read("tunmon.calls")
+    assert router.read("syslog").splitlines() == [
+        "daemon.err tunmon: error: /etc/config/tunmon: uci: Parse error (unterminated ') "
+        "at line 9, byte 0",
+        "daemon.warn tunmon: /etc/config/tunmon has errors: keeping the last good %s" % router.conf,
+    ]
+    assert "Parse error" in result.stderr
+
+
+def test_a_uci_syntax_error_with_no_last_good_starts_nothing(router):
+    router.config(ENABLED + "\toption interval '5\n")
+    result = router.run("start")
+    assert result.returncode != 0
+    assert router.instances() == []
+    assert not os.path.exists(router.conf)
+    assert router.read("syslog").splitlines()[-1] == \
+        "daemon.err tunmon: not started: /etc/config/tunmon has errors"
+
+
+@pytest.mark.parametrize("value", ["TRUE", "Yes", "2", "enable"])
+def test_an_enabled_value_uci_does_not_know_is_reported(router, value):
+    # config_get_bool would read these as off and stop the service without a word.
+    router.config(ENABLED.replace("option enabled '1'", "option enabled '%s'" % value))
+    result = router.run("start")
+    assert result.returncode != 0
+    assert router.instances() == []
+    assert router.read("syslog").splitlines() == [
+        "daemon.err tunmon: not started: tunmon.main.enabled is '%s', not 1 or 0" % value]
+
+
+def test_the_real_translator_names_the_line_of_the_export_it_read(router, tmp_path):
+    prog = tmp_path / "tunmon"
+    prog.write_text('#!/bin/sh\nexec %s %s "$@"\n' % (sys.executable, os.path.join(ROOT, "tunmon.py")))
+    prog.chmod(0o755)
+    router.config(ENABLED + "\nconfig action 'ping'\n\toption time '15x'\n"
+                  "\toption script '/bin/true'\n")
+    router.last_good("<tun_mon>last good</tun_mon>\n")
+    router.run("start", prog=str(prog))
+    assert router.read("var/etc/tunmon.xml") == "<tun_mon>last good</tun_mon>\n"
+    first = router.read("syslog").splitlines()[0]
+    assert first.startswith("daemon.err tunmon: error: %s:11: tunmon.ping.time: '15x' is not a time"
+                            % router.export), first
+    assert router.read("var/etc/tunmon.uci").splitlines()[10] == "\toption time '15x'"
+    # fixed, the same start translates it and replaces the last good config
+    router.config(ENABLED)
+    router.run("start", prog=str(prog))
+    assert "<net_device>tun0</net_device>" in router.read("var/etc/tunmon.xml")

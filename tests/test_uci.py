@@ -254,6 +254,9 @@ ERRORS = [
     ("bad boolean", MAIN + "\toption hotplug 2\n", 2, "tunmon.main.hotplug: '2' is not a boolean"),
     ("bad enabled", MAIN + "\toption enabled maybe\n", 2,
      "tunmon.main.enabled: 'maybe' is not a boolean"),
+    # config_get_bool in the init script is case-sensitive: it would take this for off
+    ("enabled in capitals", MAIN + "\toption enabled TRUE\n", 2,
+     "tunmon.main.enabled: 'TRUE' is not a boolean (the init script knows 1, on, true"),
     ("bad count", MAIN + "\toption max_scripts 0\n", 2,
      "tunmon.main.max_scripts: '0' is not a whole number >= 1"),
     ("bad interpreter", MAIN + "\toption interpreter pypy\n", 2,
@@ -539,29 +542,6 @@ def test_shipped_example_names_only_shipped_scripts():
     assert named
     for word in named:
         assert os.path.isfile(os.path.join(ROOT, "scripts", word.strip("'").rsplit("/", 1)[1]))
-
-
-ENABLED = [
-    ("shipped", shipped_config(), "False"),
-    ("shipped, enabled", shipped_config(enabled=True), "True"),
-    ("enabled on", MAIN + "\toption enabled on\n", "True"),
-    ("no enabled option", MAIN, "False"),
-    ("no main section", "", "False"),
-    ("bad enabled", MAIN + "\toption enabled maybe\n", "error: tunmon.uci:2: tunmon.main.enabled:"),
-]
-
-
-@pytest.mark.parametrize("text, expected", [case[1:] for case in ENABLED],
-                         ids=[case[0] for case in ENABLED])
-def test_uci_enabled(interp, tmp_path, text, expected):
-    path = write(tmp_path, text)
-    program = ("import sys\nsys.path[:0] = [%r, %r]\nimport tunmon_uci\n"
-               "try:\n    print(tunmon_uci.uci_enabled(open(%r).read(), 'tunmon.uci'))\n"
-               "except tunmon_uci.ConfigError as err:\n    print('error: %%s' %% err)\n"
-               % (ROOT, os.path.join(ROOT, "uci"), path))
-    result = subprocess.run(list(interp) + ["-c", program], capture_output=True, text=True,
-                            timeout=60)
-    assert result.stdout.startswith(expected), result.stderr
 
 
 # ---- README.md's UCI examples ---------------------------------------------------------------

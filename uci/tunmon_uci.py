@@ -5,7 +5,7 @@ Runs unchanged on CPython 3 and the MicroPython unix port, so it uses no re, os.
 Schema (package `tunmon`; every section may be named or anonymous unless said otherwise):
 
     config tunmon 'main'                  global settings; must be named 'main'
-        option enabled '0'                init script only (see uci_enabled); default 0
+        option enabled '0'                init script only; default 0
         option interpreter 'auto'         launcher only: auto | micropython | python3
         option interval '5'               -> <interval>        time, 0.1 s to 1 day
         option pidfile '/var/run/tunmon.pid'   -> <pidfile>
@@ -271,6 +271,17 @@ def _bool(value):
     return "1" if parse_bool(value) else "0"
 
 
+def _enabled(value):
+    # The init script reads it with config_get_bool, which knows these words, in this case,
+    # and takes any other for off: the service would stay stopped without a word.
+    if value in ("1", "on", "true", "yes", "enabled"):
+        return "1"
+    if value in ("0", "off", "false", "no", "disabled"):
+        return "0"
+    raise ValueError("'%s' is not a boolean (the init script knows 1, on, true, yes, enabled"
+                     " and 0, off, false, no, disabled)" % _shown(value))
+
+
 def _count(value):
     return str(parse_count(value, 1))
 
@@ -337,7 +348,7 @@ def _words(value):
 # Per section type, in README order: (option, check, may be a list, required).
 DEVICE_LIMIT = ("device", _words, True, False)
 SCHEMA = (
-    ("tunmon", (("enabled", _bool, False, False),
+    ("tunmon", (("enabled", _enabled, False, False),
                 ("interpreter", _interpreter, False, False),
                 ("interval", _xml(GLOBAL_VALUES, "interval"), False, False),
                 ("pidfile", _text, False, False),
@@ -429,15 +440,6 @@ def _checked(check, value, path, line, filename):
 
 
 # ---- translation --------------------------------------------------------------------------
-
-def uci_enabled(text, filename):
-    """The global `enabled` option (default off); raises ConfigError like uci_to_xml."""
-    for section in parse_uci(text, filename):
-        if section.path == "tunmon.main" and section.kind == "tunmon":
-            values = _section_values(section, filename)
-            return "enabled" in values and _value(values, "enabled") == "1"
-    return False
-
 
 def uci_to_xml(text, filename):
     """Translate UCI text into tunmon's XML config; errors are ConfigErrors at UCI file:line."""

@@ -22,7 +22,7 @@ list() {
 }
 
 config_load() {
-	eval "$(uci -q export "$1")"
+	eval "$(uci -q -S export "$1")"
 }
 
 # config_get <variable> <section> <option> [<default>]
