@@ -525,8 +525,14 @@ def test_ifup_sh_without_an_owner_says_so(router):
      "daemon.warn tunmon: retry 1: 6in4-henet silent for 300s: he.net tunnel"),
     (["tun0", "75"], {"TUNMON_EVENT": "restore", "TUNMON_STEP": "1"},
      "daemon.notice tunmon: restore: tun0 has traffic again after 75s silent"),
-    (["", "0"], {"TUNMON_EVENT": "post_restore_any", "TUNMON_STEP": "1"},
-     "daemon.notice tunmon: post_restore_any: device none, 0s silent"),
+    # as tunmon runs it: the restored devices appended, the longest silence in the environment
+    (["tun0"], {"TUNMON_EVENT": "post_restore_any", "TUNMON_STEP": "1",
+                "TUNMON_DEVICE": "tun0", "TUNMON_SILENT": "75"},
+     "daemon.notice tunmon: post_restore_any: traffic again on tun0, the longest silent 75s"),
+    (["routes", "tun0", "wg0"], {"TUNMON_EVENT": "post_restore_any", "TUNMON_STEP": "1",
+                                 "TUNMON_DEVICE": "tun0 wg0", "TUNMON_SILENT": "120"},
+     "daemon.notice tunmon: post_restore_any: traffic again on tun0 wg0, the longest silent "
+     "120s: routes"),
 ])
 def test_log_sh(router, args, env, line):
     result = router.run("log.sh", *args, **env)
