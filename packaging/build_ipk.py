@@ -32,9 +32,11 @@ RELEASE = 1
 # preference to foo.mpy from one directory, so the .mpy files have their own, which the
 # launcher puts first on sys.path. 0600 for the config is what OpenWrt's INSTALL_CONF does.
 # rpcd runs every executable in /usr/libexec/rpcd as a plugin, and reads ACLs from acl.d.
+# sysupgrade keeps the paths listed in /lib/upgrade/keep.d/*.
 FILES = [
     ("/etc/config/tunmon", "uci/tunmon.config", 0o600),
     ("/etc/init.d/tunmon", "init.d/tunmon", 0o755),
+    ("/lib/upgrade/keep.d/tunmon", "packaging/tunmon.upgrade", 0o644),
     ("/usr/lib/tunmon/mpy/tunmon.mpy", "tunmon.py", 0o644),
     ("/usr/lib/tunmon/mpy/tunmon_plot.mpy", "tunmon_plot.py", 0o644),
     ("/usr/lib/tunmon/mpy/tunmon_status.mpy", "tunmon_status.py", 0o644),

@@ -383,6 +383,23 @@ def test_init_script_runs_the_installed_translator(installed, tmp_path):
     assert "bogus" in errors[0]
 
 
+def test_sysupgrade_keeps_the_admins_scripts(installed):
+    """What sysupgrade's add_conffiles collects from /lib/upgrade/keep.d/* (its own sed and
+    find), in the installed root with an admin's scripts in place."""
+    for path in ("/etc/tunmon/routes.sh", "/etc/hotplug.d/tunmon/50-mail"):
+        os.makedirs(os.path.dirname(installed + path), exist_ok=True)
+        with open(installed + path, "w") as f:
+            f.write("#!/bin/sh\n")
+    listed = subprocess.run(["sed", "-ne", "/^[[:space:]]*$/d; /^#/d; p",
+                             installed + "/lib/upgrade/keep.d/tunmon"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    kept = subprocess.run(["find"] + [installed + path for path in listed]
+                          + ["-type", "f", "-o", "-type", "l"],
+                          capture_output=True, text=True).stdout.split()
+    assert sorted(path[len(installed):] for path in kept) == [
+        "/etc/hotplug.d/tunmon/50-mail", "/etc/tunmon/routes.sh"]
+
+
 def test_auto_prefers_micropython_and_falls_back_to_python3(installed, tmp_path):
     only_python3 = str(tmp_path / "only_python3")
     os.makedirs(only_python3)
