@@ -369,7 +369,9 @@ class Reporter:
         self.stats_due = 0
         self.stats_due_tick = 0
         self.dirty = True           # something worth writing happened since the last write
-        self.monitor = None         # the last observe()'s monitor and counters
+        # The last observe()'s device states (Monitor.devices: a reload makes the monitor a
+        # new list, this one stays in the order of `devices`) and counters.
+        self.states = None
         self.counters = None
         self.post_restore = None    # (clock of the last post_restore_any, exit code or None)
         self.failing = {}           # what failed to be written -> True, until it works again
@@ -382,12 +384,21 @@ class Reporter:
         # so its float arithmetic runs once, not once per device and write.
         self.weight_ms = 0
         self.weight = 0
-        self.configure(config)
+        self.reloaded = None        # a config to take at the next observe()
+        self.take_config(config)
 
     # -- configuration ------------------------------------------------------------------------
 
     def configure(self, config):
-        """Start or reload: devices that stay keep their history, new ones start afresh."""
+        """A reload: taken at the next observe().  Until then the status, a stop's last write
+        too, stays that of the last tick, whose counters are in the old config's order."""
+        if self.ticks is None:
+            self.take_config(config)
+        else:
+            self.reloaded = config
+
+    def take_config(self, config):
+        """Devices that stay keep their history, new ones start afresh."""
         if self.ticks is not None:
             self.base_ms = self.clock(self.ticks)
             self.base_ticks = self.ticks
@@ -447,10 +458,13 @@ class Reporter:
         A quiet tick must not loop over the devices nor allocate: everything per device below
         is behind a test of a list that is empty on such a tick, or of a write being due.
         """
+        if self.reloaded is not None:
+            self.take_config(self.reloaded)     # while self.ticks is still the reload's tick
+            self.reloaded = None
         ticks = monitor.ticks
         # First: if a write below fails (out of memory), close() still has a whole tick.
         self.ticks = ticks
-        self.monitor = monitor
+        self.states = monitor.devices
         self.counters = counters
         loaded = False              # load_tx() done at this tick
         if self.unseen:
@@ -616,7 +630,7 @@ class Reporter:
         for i in range(len(self.devices)):
             if i:
                 out.raw(b",\n")
-            self.write_device(out, self.devices[i], self.monitor.devices[i], i, offset)
+            self.write_device(out, self.devices[i], self.states[i], i, offset)
             if out.end >= FLUSH_AT:
                 f.write(out.take())
         out.raw(b"\n]}\n")
@@ -669,10 +683,10 @@ class Reporter:
                 continue    # appeared at this very tick: nothing measured yet
             self.count_period(report, i)
             if stats.format == "influx":
-                self.write_influx_lines(out, report, self.monitor.devices[i], now - clock,
+                self.write_influx_lines(out, report, self.states[i], now - clock,
                                         period)
             else:
-                self.write_stats_line(out, report, self.monitor.devices[i], now - clock,
+                self.write_stats_line(out, report, self.states[i], now - clock,
                                       period)
             base = report.stats_base
             base[RX_BYTES] = counters.rx_bytes[i]

@@ -618,6 +618,35 @@ def test_sighup_with_broken_config_keeps_old_one(make_daemon):
     assert_clean_log(d)
 
 
+@pytest.mark.parametrize("before, after", [
+    (["tun0"], ["tun0", "new1", "new2"]),       # devices added
+    (["tun0", "tun1"], ["tun1"]),               # a device removed
+])
+def test_a_stop_right_after_a_reload_writes_the_last_ticks_status(make_daemon, before, after):
+    """SIGTERM after a SIGHUP, before the next tick: the stopped status is the last tick's,
+    with its devices and their own counters (the reload's device list with the last tick's
+    counters ended in an internal error, or showed one device's counters for another)."""
+    d = make_daemon("native")
+    status = os.path.join(d.dir, "status.json")
+    extra = "  <status_file>%s</status_file>" % status
+    d.config(before, "5", extra=extra)
+    d.counters({"tun0": (999, 9), "tun1": (111, 1), "new1": (70, 7), "new2": (80, 8)})
+    d.start()
+    wait_for(lambda: os.path.exists(status), 5, "the first status write", d.log, d.p)
+    d.config(after, "5", extra=extra)
+    d.p.send_signal(signal.SIGHUP)
+    wait_for(lambda: "config reloaded" in d.log(), 3, "the reload", d.log, d.p)
+    d.p.send_signal(signal.SIGTERM)
+    assert d.wait_exit(5) == 0, d.log()
+    assert "error" not in d.log(), d.log()
+    with open(status) as f:
+        written = json.load(f)
+    assert written["state"] == "stopped"
+    shown = {dev["name"]: dev["rx"]["bytes"] for dev in written["devices"]}
+    assert shown == {name: {"tun0": 999, "tun1": 111}[name] for name in before}
+    assert not os.path.exists(d.pidfile)
+
+
 # ===============================================================================================
 # pidfile
 
