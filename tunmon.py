@@ -1476,12 +1476,13 @@ class AlreadyRunning(Exception):
 
 
 def read_pid(path):
+    """The pid in a pidfile; 0 if it holds anything else, None if it cannot be read."""
     try:
-        with open(path) as f:
+        with open(path, "rb") as f:     # bytes: garbage must not fail to decode
             text = f.read(32).strip()
     except OSError:
         return None
-    return int(text) if text.isdigit() else 0
+    return int(text) if text.isdigit() else 0   # bytes.isdigit(): ASCII digits only
 
 
 def acquire_pidfile(path, pid):

@@ -863,14 +863,18 @@ def write_atomically(path, write):
 
 
 def is_tunmon(pid):
-    """Is `pid` a live tunmon (and not another program that got a stale pidfile's pid)?"""
+    """Is `pid` a live tunmon (and not another program that got a stale pidfile's pid)?
+    An interpreter or the launcher with tunmon in its arguments: `tail -f tunmon.log` is not."""
     if pid <= 0:
         return False
     try:
         with open("/proc/%d/cmdline" % pid, "rb") as f:
-            return b"tunmon" in f.read(4096)
+            words = f.read(4096).split(b"\0")
     except OSError:
         return False
+    program = words[0].rsplit(b"/", 1)[-1]
+    return (b"python" in program or b"tunmon" in program) and \
+        any(b"tunmon" in word for word in words[1:])
 
 
 def os_error_text(err):

@@ -249,8 +249,8 @@ class Daemon:
     def wait_pidfile(self, timeout=5):
         def ok():
             try:
-                with open(self.pidfile) as f:
-                    return f.read().strip() == str(self.p.pid)
+                with open(self.pidfile, "rb") as f:
+                    return f.read().strip() == str(self.p.pid).encode()
             except OSError:
                 return False
         wait_for(ok, timeout, "pidfile with our pid", self.log, self.p)
@@ -722,6 +722,47 @@ def test_pidfile_of_a_live_non_tunmon_process_is_stale(make_daemon):
     d.wait_pidfile(3)
     assert d.p.poll() is None
     assert other.poll() is None, "tunmon must not touch the other process"
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\n", "\u00b2\n".encode(), b"-5\n", b""])
+def test_a_pidfile_holding_no_pid_is_stale(make_daemon, content):
+    d = make_daemon("native")
+    with open(d.pidfile, "wb") as f:
+        f.write(content)
+    d.config(["tun0"], "0.1")
+    d.counters({"tun0": (1000, 10)})
+    d.start()
+    d.wait_pidfile(3)
+    assert d.p.poll() is None
+    assert_clean_log(d)
+
+
+def test_pidfile_of_a_program_that_only_mentions_tunmon_is_stale(make_daemon, tmp_path):
+    d = make_daemon("native")
+    (tmp_path / "tunmon.log").write_text("")
+    other = subprocess.Popen(["tail", "-f", str(tmp_path / "tunmon.log")], stdout=subprocess.DEVNULL)
+    d.others.append(other)
+    with open(d.pidfile, "w") as f:
+        f.write("%d\n" % other.pid)
+    d.config(["tun0"], "0.1")
+    d.counters({"tun0": (1000, 10)})
+    d.start()
+    d.wait_pidfile(3)
+    assert d.p.poll() is None
+    assert other.poll() is None, "tunmon must not touch the other process"
+
+
+def test_garbage_written_over_the_pidfile_is_a_takeover(make_daemon):
+    d = make_daemon("native")
+    d.config(["tun0"], "0.1")
+    d.counters({"tun0": (1000, 10)})
+    d.start()
+    d.wait_pidfile(3)
+    with open(d.pidfile, "wb") as f:
+        f.write(b"\xff\n")
+    assert d.wait_exit(3) == 0, d.log()
+    assert "pidfile %s removed or taken over: stopping" % d.pidfile in d.log()
+    assert "error" not in d.log()
 
 
 def test_no_pidfile_configured(make_daemon):
