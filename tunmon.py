@@ -2140,8 +2140,10 @@ def show_status(options):
         try:
             status_file = tunmon_xml.load_config(path).status_file
             break
-        except ConfigError:
+        except ConfigError as err:
             if path != DEFAULT_CONFIG:
+                if path == options["config"]:   # named with -c: say what is shown instead
+                    log("warning", "%s; showing %s" % (err, status_file))
                 break
     return tunmon_status.show_status(status_file, options["json"], sys.stdout)
 

@@ -1047,8 +1047,8 @@ def describe_last(dev, reference):
 def show_status(path, as_json, out, now=None):
     """`tunmon --status [--json]`: 0 fresh, 1 stale or missing, 2 unreadable or corrupt."""
     try:
-        with open(path) as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as err:
         if err.args[0] == ENOENT:
             error("no status file %s: tunmon is not running, or writes its status elsewhere"
@@ -1060,6 +1060,7 @@ def show_status(path, as_json, out, now=None):
         now = time.time()
     try:
         import json     # only --status reads JSON: the daemon never loads the package
+        text = data.decode("utf-8")
         status = json.loads(text)
         version = status["version"]
         if version != SCHEMA_VERSION:
@@ -1068,7 +1069,10 @@ def show_status(path, as_json, out, now=None):
             return 2
         stale = staleness(status, now)
         table = None if as_json else format_table(status, now, stale)
-    except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, OverflowError,
+            RuntimeError, MemoryError):
+        # (RuntimeError: JSON nested past the recursion limit; MicroPython: out of memory.
+        # OverflowError: a time of 1e999.)
         error("%s: not a tunmon status file (corrupt or truncated)" % path)
         return 2
     out.write(text if as_json else table)

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, TUNMON, interpreter_command, small_tmpfs
+from conftest import ROOT, TUNMON, interpreter_command, run_tunmon, small_tmpfs
 
 sys.path.insert(0, ROOT)
 import tunmon  # noqa: E402
@@ -1246,6 +1246,30 @@ def test_missing_unreadable_and_corrupt_files(tmp_path, live_pid, capsys):
     assert show_status(path, False, Out()) == 2
     assert capsys.readouterr().err == (
         "error: %s: status schema version 2; this tunmon reads version 1\n" % path)
+
+
+@pytest.mark.parametrize("content", [
+    b"\xff\xfe{}",                                                   # not UTF-8
+    b'{"version": 1, "updated": -1e999, "expires": 0, "devices": []}',  # a time past floats
+    b"[" * 100000,                                                    # nested past any limit
+], ids=["not-utf8", "huge-time", "deep-nesting"])
+def test_a_corrupt_status_file_is_one_line_on_both_interpreters(interp, tmp_path, content):
+    status = tmp_path / "status.json"
+    status.write_bytes(content)
+    config = tmp_path / "tunmon.xml"
+    config.write_text("<tun_mon><net_devices><net_device>tun0</net_device></net_devices>"
+                      "<status_file>%s</status_file></tun_mon>" % status)
+    result = run_tunmon(interp, "--status", "-c", str(config))
+    assert result.returncode == 2
+    assert result.stderr == "error: %s: not a tunmon status file (corrupt or truncated)\n" % status
+
+
+def test_status_names_what_it_shows_when_the_config_is_broken(tmp_path):
+    config = tmp_path / "tunmon.xml"
+    config.write_text("<tun_mon>")
+    result = run_tunmon(interpreter_command("cpython"), "--status", "-c", str(config))
+    assert result.stderr.splitlines()[0].startswith("warning: %s:" % config)
+    assert result.stderr.splitlines()[0].endswith("; showing /var/run/tunmon/status.json")
 
 
 @pytest.mark.parametrize("seconds, text", [
