@@ -10,6 +10,7 @@ The same code runs on CPython 3.11+ and the MicroPython unix port, so it avoids 
 `os.path` and anything else MicroPython lacks.
 """
 import os
+import sys
 
 MAX_CONFIG_BYTES = 1024 * 1024
 MAX_DEPTH = 32
@@ -274,7 +275,7 @@ def parse_xml(data, filename="<config>"):
         raise ConfigError("file is larger than 1 MiB", filename)
     if isinstance(data, (bytes, bytearray)):
         try:
-            data = data.decode("utf-8")
+            data = decode_utf8(data)
         except UnicodeError:
             line = data.count(b"\n", 0, _first_bad_utf8(data)) + 1
             raise ConfigError("not valid UTF-8", filename, line)
@@ -299,13 +300,30 @@ def is_xml_char(code):
             or 0x10000 <= code <= 0x10FFFF)
 
 
+def decode_utf8(data):
+    """bytes -> str; UnicodeError unless valid UTF-8, on both interpreters.  MicroPython's
+    decoder checks only the shape of each sequence: alone it takes overlong forms (b"\xc0\xaf"
+    for "/", a way round any check for '/'), surrogates and code points past U+10FFFF."""
+    text = data.decode("utf-8")
+    if len(text) != len(data) and sys.implementation.name == "micropython":
+        shortest = 0     # bytes the characters take in their shortest form: less if overlong
+        for ch in text:
+            code = ord(ch)
+            if 0xD800 <= code <= 0xDFFF or code > 0x10FFFF:
+                raise UnicodeError("surrogate or past U+10FFFF")
+            shortest += 1 if code < 0x80 else 2 if code < 0x800 else 3 if code < 0x10000 else 4
+        if shortest != len(data):
+            raise UnicodeError("overlong form")
+    return text
+
+
 def _first_bad_utf8(data):
     """Offset of the first byte that makes `data` invalid UTF-8 (for the error's line)."""
     low, high = 0, len(data)
     while high - low > 1:
         mid = (low + high) // 2
         try:
-            data[:mid].decode("utf-8")
+            decode_utf8(data[:mid])
             low = mid
         except UnicodeError:
             high = mid
@@ -794,11 +812,12 @@ class _Loader:
 
 
 def valid_interface_name(name):
-    """What Linux accepts: 1-15 bytes, no '/', ':', whitespace or NUL."""
+    """What Linux accepts (dev_valid_name): 1-15 bytes, not . or .., no '/', ':', whitespace
+    or NUL."""
     if not name or len(name.encode()) > 15 or name in (".", ".."):
         return False
     for ch in name:
-        if ch in "/: \t\n\r\x00":
+        if ch in "/: \t\n\v\f\r\x00":
             return False
     return True
 
@@ -811,7 +830,12 @@ def parse_config(data, filename="<config>"):
 def load_config(path):
     """Read and parse a config file; raises ConfigError (also for an unreadable file)."""
     try:
-        size = os.stat(path)[6]
+        info = os.stat(path)
+        if info[0] & 0o170000 not in (0o100000, 0o040000):
+            # A FIFO or a device would block the open, and a reload with it the whole loop.
+            # (A directory fails at the open with EISDIR, the clearer message.)
+            raise ConfigError("not a regular file", path)
+        size = info[6]
         if size > MAX_CONFIG_BYTES:
             raise ConfigError("file is larger than 1 MiB", path)
         with open(path, "rb") as f:

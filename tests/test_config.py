@@ -502,6 +502,29 @@ def test_config_is_a_directory(interp, tmp_path):
     assert res.stderr.startswith("error: "), res.stderr
 
 
+@pytest.mark.parametrize("bad", [b"\xc0\xaf", b"\xe0\x80\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80"],
+                         ids=["overlong-slash-2", "overlong-slash-3", "surrogate", "past-U+10FFFF"])
+def test_invalid_utf8_is_refused_on_both_interpreters(interp, tmp_path, bad):
+    # MicroPython's own decoder takes these; CPython's refuses them, and so does tunmon.
+    xml = tmp_path / "tunmon.xml"
+    xml.write_bytes(b"<tun_mon>\n<net_devices><net_device>a" + bad
+                    + b"</net_device></net_devices>\n</tun_mon>\n")
+    res = run_tunmon(interp, "-c", str(xml), "--check")
+    assert (res.returncode, res.stderr) == (2, "error: %s:2: not valid UTF-8\n" % xml)
+    uci = tmp_path / "tunmon.uci"
+    uci.write_bytes(b"config device\n\toption name 'a" + bad + b"'\n")
+    res = run_tunmon(interp, "--uci-to-xml", str(uci))
+    assert (res.returncode, res.stderr) == (2, "error: %s: not UTF-8 text\n" % uci)
+
+
+def test_config_is_a_fifo(interp, tmp_path):
+    # Opening a FIFO waits for a writer: at a reload that would stop the whole loop.
+    fifo = tmp_path / "tunmon.xml"
+    os.mkfifo(str(fifo))
+    res = run_tunmon(interp, "-c", str(fifo), "--check", timeout=20)
+    assert (res.returncode, res.stderr) == (2, "error: %s: not a regular file\n" % fifo)
+
+
 @pytest.mark.parametrize("args", [["--bogus"], ["--trace", "2", "--check"], ["-c"]])
 def test_usage_errors_exit_2(interp, tmp_path, args):
     res = run_tunmon(interp, *args)

@@ -263,6 +263,11 @@ ERRORS = [
      "tunmon.main.interpreter: 'pypy' is not an interpreter (auto, micropython or python3)"),
     ("device name too long", "config device\n\toption name 'a_very_long_name'\n", 2,
      "tunmon.@device[0].name: 'a_very_long_name' is not a network interface name"),
+    # Linux counts bytes: 9 characters of 2 bytes are one too many
+    ("device name of 18 bytes", "config device\n\toption name '\u00e4\u00e4\u00e4\u00e4\u00e4\u00e4\u00e4\u00e4\u00e4'\n", 2,
+     "tunmon.@device[0].name: '\u00e4\u00e4\u00e4\u00e4\u00e4\u00e4\u00e4\u00e4\u00e4' is not a network interface name"),
+    ("device name ..", "config device\n\toption name '..'\n", 2,
+     "tunmon.@device[0].name: '..' is not a network interface name"),
     ("device name with a space", "config device\n\tlist name tun0\n\tlist name 'tun 1'\n", 3,
      "tunmon.@device[0].name: 'tun 1' is not a network interface name"),
     ("empty list value", "config device\n\tlist name ''\n", 2,
@@ -702,6 +707,17 @@ def test_unreadable_input_is_an_error(interp, tmp_path):
     result = run_tunmon(interp, "--uci-to-xml", missing)
     assert result.returncode == 2
     assert result.stderr == "error: cannot read %s: No such file or directory\n" % missing
+
+
+def test_a_file_over_the_limit_is_refused_before_it_is_read(interp, tmp_path):
+    # Read whole, 3 MB ran the 2 MB MicroPython heap out of memory.
+    path = tmp_path / "huge.uci"
+    path.write_text("config tunmon 'main'\n# " + "x" * 3000000 + "\n")
+    result = run_tunmon(interp, "--uci-to-xml", path)
+    assert (result.returncode, result.stderr) == (2, "error: %s: file is larger than 1 MiB\n" % path)
+    with open(path, "rb") as f:
+        result = run_tunmon(interp, "--uci-to-xml", "-", stdin=f)
+    assert (result.returncode, result.stderr) == (2, "error: -: file is larger than 1 MiB\n")
 
 
 def test_input_must_be_utf8(interp, tmp_path):

@@ -57,12 +57,14 @@ and status and stats files absolute paths: a relative path would resolve against
 XML's directory. A disabled config may name no device (the shipped default); an enabled one
 must name at least one. Output is a pure function of the input text.
 """
+import os
 import sys
 
 from tunmon_xml import (DEVICE_ATTRIBUTES, GLOBAL_VALUES, MAX_CONFIG_BYTES,
                         STATS_VALUES,
-                        ConfigError, escape, os_error_text, parse_bool, parse_count,
-                        parse_seconds, shown, split_words, write_atomically)
+                        ConfigError, decode_utf8, escape, os_error_text, parse_bool, parse_count,
+                        parse_seconds, shown, split_words, valid_interface_name,
+                        write_atomically)
 
 NAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_"
 BLANKS = " \t\r\f\v"
@@ -300,8 +302,7 @@ def _interpreter(value):
 
 
 def _device(value):
-    # Linux interface names: at most 15 bytes, no whitespace, '/' or ':'.
-    if len(value) > 15 or len(value.split()) != 1 or "/" in value or ":" in value:
+    if not valid_interface_name(value):
         raise ValueError("'%s' is not a network interface name" % _shown(value))
     return value
 
@@ -642,20 +643,33 @@ def _main_arguments(argv):
 
 
 def _read_text(source):
+    # A file's size first, and a pipe's in pieces up to just past the limit: a whole read of
+    # many MiB runs a small MicroPython heap out of memory before its size can be refused.
+    pieces = []
+    size = 0
     try:
-        if source == "-":
-            data = sys.stdin.buffer.read()
-        else:
-            with open(source, "rb") as stream:
-                data = stream.read()
+        if source != "-" and os.stat(source)[6] > MAX_CONFIG_BYTES:
+            raise ConfigError("file is larger than 1 MiB", source)
+        stream = sys.stdin.buffer if source == "-" else open(source, "rb")
+        try:
+            while size <= MAX_CONFIG_BYTES:
+                piece = stream.read(16384)
+                if not piece:
+                    break
+                pieces.append(piece)
+                size += len(piece)
+        finally:
+            if source != "-":
+                stream.close()
     except OSError as err:
         raise ConfigError("cannot read %s: %s" % (source, os_error_text(err)))
-    if len(data) > MAX_CONFIG_BYTES:
+    if size > MAX_CONFIG_BYTES:
         raise ConfigError("file is larger than 1 MiB", source)
+    data = b"".join(pieces)
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]     # a byte order mark, as some Windows editors write
     try:
-        return data.decode("utf-8")
+        return decode_utf8(data)
     except UnicodeError:
         raise ConfigError("not UTF-8 text", source)
 
