@@ -37,6 +37,9 @@ STOP_GRACE_MS = 2000    # how long tunmon waits for scripts on shutdown before S
 SIGHUP, SIGINT, SIGKILL, SIGTERM = 1, 2, 9, 15
 ENOENT = 2
 EAGAIN = 11
+# /proc/net/dev of some 30,000 interfaces.  A file that keeps filling a buffer this large
+# (/dev/zero, a log given by mistake) is no counter file: read on, it would take all memory.
+MAX_PROC_BYTES = 4 * 1024 * 1024
 
 
 def log(level, message):
@@ -100,6 +103,8 @@ class Counters:
     so it is read when asked for, with load_tx(), which halves the parsing of a tick.
     """
 
+    failure = ""    # why the last read() failed (it returned False), for the log
+
     def __init__(self, devices):
         count = len(devices)
         self.rx_bytes = [-1] * count
@@ -137,6 +142,7 @@ class CounterReader(Counters):
     def __init__(self, path, devices):
         Counters.__init__(self, devices)
         self.path = path
+        self.checked = False    # found to be a regular file (a FIFO would block the open)
         self.buf = bytearray(4096)
         self.view = memoryview(self.buf)    # made once: each memoryview allocates
         self.tail = bytearray(256)          # where a read finds the end of the file
@@ -150,15 +156,24 @@ class CounterReader(Counters):
         self.keep_open = path.startswith("/proc/")
 
     def read(self):
-        """Read the file; returns False (and keeps the old buffer) if it cannot be read."""
+        """Read the file; returns False (and keeps the old buffer, and says why in `failure`)
+        if it cannot be read."""
+        f = self.file
         try:
-            f = self.file
             if f is None:
+                if not self.checked:
+                    if os.stat(self.path)[0] & 0o170000 != 0o100000:
+                        self.failure = "not a regular file"
+                        return False
+                    self.checked = True
                 f = open(self.path, "rb", buffering=0)
             else:
                 f.seek(0)
             length = self._fill(f)
             while length == len(self.buf):
+                if length >= MAX_PROC_BYTES:
+                    self.failure = "larger than %d MiB" % (MAX_PROC_BYTES >> 20)
+                    break
                 self.buf = bytearray(len(self.buf) * 2)
                 self.view = memoryview(self.buf)
                 f.seek(0)
@@ -167,11 +182,19 @@ class CounterReader(Counters):
                 self.file = f
             else:
                 f.close()
-        except OSError:
-            self.close()
-            return False
-        self.parse(self.buf, length)
-        return True
+        except OSError as err:
+            self.failure = os_error_text(err)
+        except MemoryError:
+            self.failure = "out of memory for a file of over %d KiB" % (len(self.buf) >> 10)
+        else:
+            if length < len(self.buf):
+                self.parse(self.buf, length)
+                return True
+        if f is not self.file:
+            close_quietly(f)
+        self.close()
+        self.checked = False
+        return False
 
     def close(self):
         if self.file is not None:
@@ -1682,7 +1705,8 @@ class Daemon:
             if readable:
                 log("info", "%s readable again" % where)
             else:
-                log("error", "cannot read %s: ticks are not judged until it is back" % where)
+                log("error", "cannot read %s (%s): ticks are not judged until it is back"
+                    % (where, reader.failure))
         if readable:
             self.links.read_into(reader.link, reader.rx_bytes)
             if self.prober:

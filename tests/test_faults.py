@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, TUNMON, small_tmpfs
+from conftest import ROOT, TUNMON, interpreter_command, small_tmpfs
 
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
@@ -370,8 +370,13 @@ def test_no_fd_leak_and_no_zombie_after_a_thousand_script_runs(live, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # The counter file
 
-@pytest.mark.parametrize("how", ["directory", "removed"])
-def test_proc_file_unreadable_for_a_while_is_logged_once_and_recovered_once(live, tmp_path, how):
+@pytest.mark.parametrize("how, why", [
+    ("directory", "Is a directory"),
+    ("removed", "No such file or directory"),
+    ("too large", "larger than 4 MiB"),     # read to its end, it would take all memory
+])
+def test_proc_file_unreadable_for_a_while_is_logged_once_and_recovered_once(live, tmp_path, how,
+                                                                            why):
     d = live(["tun0"], actions=[("10", "/bin/true")])
     d.start()
     time.sleep(0.5)
@@ -379,6 +384,8 @@ def test_proc_file_unreadable_for_a_while_is_logged_once_and_recovered_once(live
     os.remove(d.proc)
     if how == "directory":
         os.mkdir(d.proc)
+    elif how == "too large":
+        write_file(d.proc, saved * (5 * 2 ** 20 // len(saved)))
     time.sleep(1.0)
     ticks_during = len(d.ticks())
     time.sleep(0.3)
@@ -388,10 +395,34 @@ def test_proc_file_unreadable_for_a_while_is_logged_once_and_recovered_once(live
     write_file(d.proc, saved)
     d.wait_for(lambda: d.count("readable again") >= 1, 5, "recovery")
     time.sleep(0.5)
+    assert d.count("cannot read %s (%s): " % (d.proc, why)) == 1, d.text()
     assert d.count("cannot read") == 1, d.text()
     assert d.count("readable again") == 1, d.text()
     assert d.p.poll() is None
     assert d.stop() == 0
+
+
+def test_a_proc_file_too_big_for_the_micropython_heap_is_unreadable_not_fatal(tmp_path):
+    config = tmp_path / "tunmon.xml"
+    write_file(str(config), config_xml(["tun0"], extra="<status_file>%s</status_file>"
+                                       % (tmp_path / "status.json")))
+    proc = tmp_path / "net_dev"
+    write_file(str(proc), proc_text({"tun0": (1000, 10)}) * 20000)   # 3 MB: the heap is 2 MB
+    daemon = subprocess.Popen(list(interpreter_command("micropython")) + [
+        TUNMON, "-c", str(config), "--proc", str(proc)], stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2)
+        still_running = daemon.poll() is None
+        daemon.send_signal(signal.SIGINT)   # this MicroPython (no ffi) takes it as Ctrl-C
+        stderr = daemon.communicate(timeout=10)[1]
+    finally:
+        daemon.kill()
+    assert still_running, stderr
+    failures = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(failures) == 1, stderr
+    assert failures[0].startswith("error: cannot read %s (out of memory for a file of over "
+                                  % proc), stderr
+    assert failures[0].endswith(" KiB): ticks are not judged until it is back"), stderr
 
 
 def test_full_status_directory_does_not_stop_the_loop(live, tmp_path):

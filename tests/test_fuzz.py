@@ -808,10 +808,19 @@ def test_sysfs_reader_keeps_its_files_and_still_notices_odd_values(tmp_path):
 
 def test_proc_reader_unreadable_sources(tmp_path):
     r = tunmon.CounterReader(str(tmp_path / "missing"), ["tun0"])
-    assert r.read() is False
+    assert r.read() is False and r.failure == "No such file or directory"
     (tmp_path / "dir").mkdir()
     r = tunmon.CounterReader(str(tmp_path / "dir"), ["tun0"])
-    assert r.read() is False
+    assert r.read() is False and r.failure == "not a regular file"
+    os.mkfifo(str(tmp_path / "fifo"))      # an open would wait for a writer
+    r = tunmon.CounterReader(str(tmp_path / "fifo"), ["tun0"])
+    assert r.read() is False and r.failure == "not a regular file"
+    r = tunmon.CounterReader("/dev/zero", ["tun0"])
+    assert r.read() is False and r.failure == "not a regular file"
+    with open(str(tmp_path / "huge"), "wb") as f:    # not read to its end: that is no /proc file
+        f.truncate(5 << 20)
+    r = tunmon.CounterReader(str(tmp_path / "huge"), ["tun0"])
+    assert r.read() is False and r.failure == "larger than 4 MiB"
     (tmp_path / "empty").write_bytes(b"")
     r = tunmon.CounterReader(str(tmp_path / "empty"), ["tun0"])
     assert r.read() is True and r.rx_bytes[0] == -1
