@@ -1038,8 +1038,9 @@ class SystemRunner:
         assignments = " ".join(key + "=" + shell_quote(env[key]) for key in env)
         words = ([self.setsid] if self.setsid else []) + [path] + argv[1:]
         command = " ".join(shell_quote(word) for word in words)
+        # The script inherits tunmon's stdout and stderr, as with the other runners.
         os.system("(%s exec %s </dev/null & echo $! >%s.pid; wait $!; echo $? >%s.tmp; "
-                  "mv %s.tmp %s.rc) >/dev/null 2>&1 &"
+                  "mv %s.tmp %s.rc) &"
                   % (assignments, command, base, base, base, base))
         handle = -self.counter     # a pid is not known yet; poll() learns it
         self.files[handle] = base
@@ -1053,7 +1054,9 @@ class SystemRunner:
         except OSError:
             return None
         self._forget(handle)
-        code = int(text) if text.isdigit() else 255
+        if not text.isdigit():
+            return 255 << 8     # the code was lost (a full $TMPDIR): not a signal
+        code = int(text)
         # The shell reports death by signal N as 128 + N.
         return (code - 128) if code > 128 else (code << 8)
 
@@ -1102,8 +1105,11 @@ def make_runner(choice=None):
     state_dir = "%s/tunmon-%d" % (os.getenv("TMPDIR") or "/tmp", getpid())
     try:
         os.mkdir(state_dir)
-    except OSError:
-        pass
+    except OSError as err:
+        if err.args[0] != 17:   # EEXIST: a stale one of a process that had this pid
+            # Without it no script's end would ever be seen, and the slots would run out.
+            raise OSError(err.args[0], "cannot make %s for the script runner: %s"
+                          % (state_dir, os_error_text(err)))
     return SystemRunner(state_dir, find_program("setsid"))
 
 

@@ -647,6 +647,31 @@ def test_a_stop_right_after_a_reload_writes_the_last_ticks_status(make_daemon, b
     assert not os.path.exists(d.pidfile)
 
 
+@pytest.mark.parametrize("runner", ALL_RUNNERS)
+def test_scripts_write_to_tunmons_own_stdout_with_every_runner(make_daemon, runner):
+    d = make_daemon(runner)
+    d.config(["tun0"], "0.1", actions=[("0.2", "/bin/echo said by the script")])
+    d.counters({"tun0": (1000, 10)})
+    d.start()
+    stdout = os.path.join(d.dir, "stdout.log")
+    wait_for(lambda: b"said by the script tun0 0.2" in open(stdout, "rb").read(), 5,
+             "the script's line on tunmon's stdout", d.log, d.p)
+    os.remove(d.pidfile)        # the stop every runner obeys
+    assert d.wait_exit(3) == 0, d.log()
+
+
+def test_the_fallback_runner_refuses_to_start_without_its_state_directory(make_daemon):
+    # Without it no script's end would be seen: the script slots ran out, silently.
+    d = make_daemon("mpy")
+    d.config(["tun0"], "0.1")
+    d.counters({"tun0": (1000, 10)})
+    env = dict(d.env(), TMPDIR="/nonexistent")
+    result = subprocess.run(d.command(), env=env, capture_output=True, text=True, timeout=20)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: cannot start: cannot make /nonexistent/tunmon-")
+    assert result.stderr.endswith(" for the script runner: No such file or directory\n")
+
+
 # ===============================================================================================
 # pidfile
 
