@@ -39,6 +39,8 @@ STATE_FILL = {state: color for state, color, label in STATE_COLORS}
 TIME_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600,
               43200, 86400, 172800, 604800)
 RATE_UNITS = (("B/s", 1.0), ("kB/s", 1e3), ("MB/s", 1e6), ("GB/s", 1e9))
+LATEST = 1e10       # seconds since 1970, in the year 2286: a time past it is no statistic
+MAX_RATE = 1e15     # bytes a second (8 Pbit/s)
 
 
 def error(message):
@@ -81,7 +83,7 @@ def read_stats(paths):
     skipped = 0
     for index, path in enumerate(paths):
         try:
-            f = open(path)
+            f = open(path, "rb")    # bytes: a line that is not UTF-8 is skipped, not fatal
         except OSError:
             if index == len(paths) - 1:
                 raise
@@ -90,7 +92,7 @@ def read_stats(paths):
             for line in f:
                 record = parse_line(line)
                 if record is None:
-                    skipped += line.strip() != ""
+                    skipped += line.strip() != b""
                     continue
                 name = record["device"]
                 if name not in series:
@@ -102,34 +104,47 @@ def read_stats(paths):
 
 def parse_line(line):
     line = line.strip()
-    if not line.startswith("{"):
+    if not line.startswith(b"{"):
         return None
     try:
-        record = json.loads(line)
-        if isinstance(record["device"], str) and float(record["time"]) > 0 and \
-                float(record["period"]) > 0:
+        record = json.loads(line.decode("utf-8"))
+        if isinstance(record["device"], str) and measure(record["time"], LATEST) > 0 and \
+                measure(record["period"], LATEST) > 0:
             return record
-    except (ValueError, KeyError, TypeError):
+    # RuntimeError: nested past the recursion limit (MicroPython: MemoryError)
+    except (ValueError, KeyError, TypeError, RuntimeError, MemoryError):
         pass
     return None
+
+
+def measure(value, high):
+    """A number from a line as a float from 0 up to `high`; ValueError for anything else: a
+    string, a bool, NaN, or 1e999, with which the scales would never end."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < high:
+        raise ValueError(value)
+    return float(value)
 
 
 def add_record(series, record):
     end = float(record["time"])
     series.samples.append((end, float(record["period"]), rate(record.get("rx_rate")),
                            rate(record.get("tx_rate")), str(record.get("state", "up"))))
-    for event in record.get("events") or ():
+    events = record.get("events")
+    for event in events if isinstance(events, list) else ():
         try:
             kind = event["event"]
             detail = event.get("state") if kind == "state" else event.get("step")
-            series.events.append((float(event["time"]), kind, detail))
+            series.events.append((measure(event["time"], LATEST), kind, detail))
         except (KeyError, TypeError, ValueError, AttributeError):
             pass
 
 
 def rate(value):
-    """A rate from a line, None for a missing one (null: the device was absent)."""
-    return float(value) if isinstance(value, (int, float)) and value >= 0 else None
+    """A rate from a line, None for a missing one (null: the device was absent) or garbage."""
+    try:
+        return measure(value, MAX_RATE)
+    except ValueError:
+        return None
 
 
 def state_spans(series):

@@ -213,6 +213,30 @@ def test_nothing_to_plot_and_unreadable_input(tmp_path):
         2, "error: cannot read %s: No such file or directory\n" % missing)
 
 
+@pytest.mark.parametrize("interpreter", ["cpython", "micropython"])
+def test_hostile_lines_are_skipped_or_ignored_on_both_interpreters(outage, tmp_path, interpreter):
+    """Each of these ended --plot in an internal error, or (a time of 1e300) in a loop that
+    never ended and took all memory."""
+    skipped = [b'{"device": "tun0", "time": 1700000020, "period": 1e999}',
+               b'{"device": "tun0", "time": 1e300, "period": 10}',
+               b'{"device": "tun0", "time": 1e999, "period": 10}',
+               b'{"device": "tun0", "time": -1e999, "period": 10}',
+               b'{"device": "\xff", "time": 1700000040, "period": 10}',
+               b'{' + b'[' * 100000]
+    ignored = [b'{"device": "tun0", "time": 1700000010, "period": 10, "events": 5}',
+               b'{"device": "tun0", "time": 1700000030, "period": 10, "rx_rate": 1e999,'
+               b' "events": [{"event": "state", "state": "down", "time": 1e999}]}']
+    with open(outage, "rb") as f:
+        lines = f.readlines()
+    hostile = str(tmp_path / "stats.jsonl")
+    with open(hostile, "wb") as f:
+        f.writelines(lines + [line + b"\n" for line in skipped + ignored])
+    result = plot_with(interpreter, hostile)
+    assert (result.returncode, result.stderr) == (0, "warning: %s: skipped %d lines that are "
+                                                     "not JSON statistics\n" % (hostile, len(skipped)))
+    assert result.stdout.startswith("<svg")
+
+
 def test_damaged_lines_are_skipped_and_counted(outage, tmp_path):
     lines = open(outage).read().splitlines(True)
     damaged = str(tmp_path / "stats.jsonl")
