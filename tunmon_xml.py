@@ -148,10 +148,7 @@ class _Parser:
                 raise self.error("bare '&' (write &amp;)", start + amp)
             ref = raw[amp + 1:semi]
             if ref.startswith("#"):
-                try:
-                    code = int(ref[2:], 16) if ref[1:2] in ("x", "X") else int(ref[1:])
-                except ValueError:
-                    code = -1
+                code = char_reference(ref)
                 if not is_xml_char(code):
                     raise self.error("bad character reference &%s;" % shown(ref), start + amp)
                 out.append(chr(code))
@@ -294,6 +291,20 @@ def parse_xml(data, filename="<config>"):
     return _Parser(data, filename).document()
 
 
+def char_reference(ref):
+    """The code point of '#65' or '#x41' (the text between & and ;), -1 if malformed.  The
+    digits are checked here: int() also takes '+65', '6_5', spaces and other scripts' digits."""
+    hexadecimal = ref[1:2] in ("x", "X")
+    digits = ref[2:] if hexadecimal else ref[1:]
+    allowed = "0123456789abcdefABCDEF" if hexadecimal else "0123456789"
+    if not digits or len(digits) > 8:
+        return -1
+    for ch in digits:
+        if ch not in allowed:
+            return -1
+    return int(digits, 16 if hexadecimal else 10)
+
+
 def is_xml_char(code):
     """XML's Char production: what a character reference may name."""
     return (code in (9, 10, 13) or 0x20 <= code <= 0xD7FF or 0xE000 <= code <= 0xFFFD
@@ -353,8 +364,18 @@ def parse_seconds(text):
 
 
 def _is_decimal(word):
-    digits = word.replace(".", "", 1)
-    return digits.isdigit() and len(word) < 20
+    return is_digits(word.replace(".", "", 1)) and len(word) < 20
+
+
+def is_digits(word):
+    """ASCII digits only, at least one: CPython's isdigit() and int() also take '٣' and '²',
+    MicroPython's do not, and a config must mean the same to both."""
+    if not word:
+        return False
+    for ch in word:
+        if ch < "0" or ch > "9":
+            return False
+    return True
 
 
 def shown(text, limit=40):
@@ -373,7 +394,7 @@ def parse_bool(text):
 
 def parse_count(text, minimum):
     word = text.strip()
-    if not word.isdigit() or len(word) > 9 or int(word) < minimum:
+    if not is_digits(word) or len(word) > 9 or int(word) < minimum:
         raise ValueError("%r is not a whole number >= %d" % (shown(word), minimum))
     return int(word)
 
@@ -572,7 +593,7 @@ def parse_host_port(text):
     host, colon, port = text.strip().rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not colon or not host or not is_digits(port) or not 0 < int(port) < 65536:
         raise ValueError("%r is not host:port" % shown(text.strip()))
     return (host, int(port))
 

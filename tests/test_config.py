@@ -343,7 +343,10 @@ def test_wrong_root_element(interp, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # values
 
-@pytest.mark.parametrize("value", ["0", "0.05", "abc", "-1", "", "nan", "inf", "2d", "86401"])
+# "\u0661\u0662" is 12 in Arabic-Indic digits, which CPython's float() and int() take: a config
+# must mean the same to both interpreters.
+@pytest.mark.parametrize("value", ["0", "0.05", "abc", "-1", "", "nan", "inf", "2d", "86401",
+                                   "\u0661\u0662", "\u00b2", "+5", "1_0"])
 def test_bad_interval_refused(interp, tmp_path, value):
     text = tm_config(["tun0"], value)
     cfg = write(tmp_path / "t.xml", text)
@@ -370,6 +373,7 @@ def test_bad_action_time_refused(interp, tmp_path, value):
 
 
 @pytest.mark.parametrize("elem,value", [("max_scripts", "0"), ("max_scripts", "abc"), ("max_scripts", "1.5"),
+                                        ("max_scripts", "\u0664"), ("max_scripts", "\u00b2"),
                                         ("trace", "maybe"), ("hotplug", "2"), ("script_timeout", "abc"),
                                         ("script_timeout", "25h")])
 def test_bad_scalar_values(interp, tmp_path, elem, value):
@@ -377,6 +381,20 @@ def test_bad_scalar_values(interp, tmp_path, elem, value):
     cfg = write(tmp_path / "t.xml", text)
     line = len(text.splitlines()) - 1
     assert_config_error(check(interp, cfg), cfg, line, None, elem)
+
+
+@pytest.mark.parametrize("ref", ["#\u0661\u0662\u0663", "#+65", "#6_5", "# 65", "#x4_1", "#x"])
+def test_character_references_take_ascii_digits_only(interp, tmp_path, ref):
+    text = tm_config(["tun0"], 5, actions=[("15", "/bin/echo aREFb")]).replace("REF", "&%s;" % ref)
+    cfg = write(tmp_path / "t.xml", text)
+    line = [i for i, l in enumerate(text.splitlines()) if "<script>" in l][0] + 1
+    assert_config_error(check(interp, cfg), cfg, line, None, "bad character reference")
+
+
+def test_a_udp_port_takes_ascii_digits_only(interp, tmp_path):
+    text = tm_config(["tun0"], 5, extra="  <stats><udp>127.0.0.1:\u0668\u0660</udp></stats>")
+    cfg = write(tmp_path / "t.xml", text)
+    assert_config_error(check(interp, cfg), cfg, len(text.splitlines()) - 1, None, "host:port")
 
 
 def test_missing_net_devices(interp, tmp_path):
