@@ -1808,8 +1808,10 @@ class ReplaySource:
         tick = -1
         length = None           # of the snapshot being collected in buf
         next_tick = None
+        number = 0              # of the line, for errors (enumerate() would make a tuple a line)
         with open(self.path, "rb") as f:
             for line in read_lines(f):
+                number += 1
                 is_header = line.startswith(b"Inter-|")
                 words = line[1:].split() if line.startswith(b"#") else None
                 is_directive = bool(words) and words[0] in (b"unreadable", b"tick", b"link")
@@ -1828,12 +1830,22 @@ class ReplaySource:
                 elif is_directive:
                     if words[0] == b"tick" and len(words) == 2 and words[1].isdigit():
                         next_tick = int(words[1])
-                    elif words[0] == b"link" and len(words) == 3:
-                        self.links[words[1].decode()] = words[2].decode()
+                    elif words[0] == b"link":
+                        self._link(words, number)
                 elif length is not None:
                     length = self._put(length, line)
         if length is not None:
             yield tick, length
+
+    def _link(self, words, number):
+        """`#link DEV STATE`; a typo in it would silently leave the link as it was."""
+        state = words[2] if len(words) == 3 else b""
+        if state not in (b"up", b"down", b"unknown"):
+            raise ConfigError("#link takes a device and up, down or unknown", self.path, number)
+        try:
+            self.links[words[1].decode()] = state.decode()
+        except UnicodeError:
+            raise ConfigError("#link: the device name is not UTF-8", self.path, number)
 
     def _put(self, at, line):
         """Store `line` at `at` in buf; returns where it ends."""

@@ -201,6 +201,24 @@ def test_link_down_is_silence_can_be_switched_off_per_device(interp, tmp_path):
     assert lines == []
 
 
+@pytest.mark.parametrize("line, message", [
+    (b"#link eth1 dwon\n", "#link takes a device and up, down or unknown"),   # was ignored
+    (b"#link eth1\n", "#link takes a device and up, down or unknown"),
+    (b"#link \xff\xfe down\n", "#link: the device name is not UTF-8"),      # an internal error
+])
+def test_a_bad_link_line_in_a_trace_names_its_line(interp, tmp_path, line, message):
+    trace = "".join(Trace("eth1").tick({"eth1": 100}).tick({"eth1": 100}).parts).encode()
+    second = trace.index(b"Inter-|", 1)
+    path = tmp_path / "trace.txt"
+    path.write_bytes(trace[:second] + line + trace[second:])
+    config_path = tmp_path / "c.xml"
+    config_path.write_text(config("<net_device>eth1</net_device>", PLAIN_LADDER))
+    result = run_tunmon(interp, "-c", config_path, "--replay", path)
+    line_number = trace[:second].count(b"\n") + 1
+    assert (result.returncode, result.stderr) == (2, "error: %s:%d: %s\n"
+                                                 % (path, line_number, message))
+
+
 def test_a_down_link_holds_the_devices_riding_on_it(interp, tmp_path):
     devices = '<net_device depends="eth1">tun0</net_device><net_device>eth1</net_device>'
     trace = Trace("tun0", "eth1").tick({"eth1": 100}, "#link eth1 down\n").ticks(3)
