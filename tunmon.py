@@ -22,7 +22,7 @@ import time
 
 import tunmon_xml
 from tunmon_xml import (ConfigError, EVENT_ACTION, EVENT_POST_RESTORE, EVENT_RESTORE,
-                        EVENT_RETRY, format_seconds, is_tunmon, os_error_text, to_ms)
+                        EVENT_RETRY, format_seconds, is_tunmon, log, os_error_text, to_ms)
 
 EVENT_PROBE = "probe"
 VERSION = "1.0.0"
@@ -40,10 +40,6 @@ EAGAIN = 11
 # /proc/net/dev of some 30,000 interfaces.  A file that keeps filling a buffer this large
 # (/dev/zero, a log given by mistake) is no counter file: read on, it would take all memory.
 MAX_PROC_BYTES = 4 * 1024 * 1024
-
-
-def log(level, message):
-    sys.stderr.write(level + ": " + message + "\n")
 
 
 # The clock of the live loop, of script timeouts and of the signal wait: integer milliseconds

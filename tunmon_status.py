@@ -34,7 +34,7 @@ import time
 
 import tunmon_xml
 from tunmon_xml import (EVENT_ACTION, EVENT_POST_RESTORE, EVENT_RESTORE, EVENT_RETRY,
-                        is_tunmon, os_error_text, to_ms)
+                        is_tunmon, log, os_error_text, to_ms)
 
 SCHEMA_VERSION = 1
 SMOOTHING_SECONDS = 60.0   # time constant of the smoothed ("_avg") rates
@@ -49,15 +49,15 @@ SCRIPT_EVENTS = (EVENT_ACTION, EVENT_RETRY, EVENT_RESTORE)
 
 
 def warning(message):
-    sys.stderr.write("warning: " + message + "\n")
+    log("warning", message)
 
 
 def info(message):
-    sys.stderr.write("info: " + message + "\n")
+    log("info", message)
 
 
 def error(message):
-    sys.stderr.write("error: " + message + "\n")
+    log("error", message)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -922,6 +922,14 @@ def is_tunmon(pid):
         any(b"tunmon" in word for word in words[1:])
 
 
+def log(level, message):
+    """One line on stderr, which procd hands to syslog."""
+    try:
+        sys.stderr.write(level + ": " + message + "\n")
+    except OSError:
+        pass    # stderr closed (its reader gone): the monitor must go on without its log
+
+
 def os_error_text(err):
     """'No such file or directory' where the interpreter knows it, else 'errno N'."""
     if len(err.args) > 1:

@@ -425,6 +425,33 @@ def test_a_proc_file_too_big_for_the_micropython_heap_is_unreadable_not_fatal(tm
     assert failures[0].endswith(" KiB): ticks are not judged until it is back"), stderr
 
 
+@pytest.mark.parametrize("interpreter", ["cpython", "micropython"])
+def test_a_closed_log_pipe_does_not_stop_the_monitor(tmp_path, interpreter):
+    """stderr is a pipe to the log reader (procd's); if that reader goes away, the writes fail
+    (EPIPE), and they ended the daemon."""
+    config = tmp_path / "tunmon.xml"
+    status = tmp_path / "status.json"
+    write_file(str(config), config_xml(["tun0"], extra="<status_file>%s</status_file>"
+                                       "<status_interval>0.1</status_interval>" % status))
+    proc = tmp_path / "net_dev"
+    write_file(str(proc), proc_text({"tun0": (1000, 10)}))
+    daemon = subprocess.Popen(list(interpreter_command(interpreter)) + [
+        TUNMON, "-c", str(config), "--proc", str(proc), "--trace", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert daemon.stderr.readline().startswith(b"info: tunmon ")
+        daemon.stderr.close()               # the reader is gone; --trace writes every tick
+        time.sleep(1.0)
+        assert daemon.poll() is None
+        before = json.loads(status.read_text())["updated"]
+        time.sleep(1.0)                     # the status file is still written, every tick
+        assert json.loads(status.read_text())["updated"] > before
+        assert daemon.poll() is None
+    finally:
+        daemon.kill()
+        daemon.wait()
+
+
 def test_full_status_directory_does_not_stop_the_loop(live, tmp_path):
     """A full /var/run: status writes fail (ENOSPC), are logged once, and the loop goes on."""
     with small_tmpfs(tmp_path / "run", "12k") as full:
