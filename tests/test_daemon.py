@@ -556,12 +556,22 @@ def test_sigterm_stops_cleanly_and_kills_scripts(make_daemon, runner):
     assert_used_ffi(d)
 
 
-def test_sigint_stops_cleanly(make_daemon):
+def quiet_daemon(make_daemon, pidfile_before=None):
+    """A native tunmon watching a quiet tun0 every 0.1 s, started, its pidfile written (over
+    `pidfile_before`, bytes, if given)."""
     d = make_daemon("native")
+    if pidfile_before is not None:
+        with open(d.pidfile, "wb") as f:
+            f.write(pidfile_before)
     d.config(["tun0"], "0.1")
     d.counters({"tun0": (1000, 10)})
     d.start()
-    d.wait_pidfile()
+    d.wait_pidfile(3)
+    return d
+
+
+def test_sigint_stops_cleanly(make_daemon):
+    d = quiet_daemon(make_daemon)
     d.p.send_signal(signal.SIGINT)
     assert d.wait_exit(3) == 0, d.log()
     assert not os.path.exists(d.pidfile)
@@ -734,10 +744,13 @@ def test_stale_pidfile_is_replaced(make_daemon):
     assert_clean_log(d)
 
 
-def test_pidfile_of_a_live_non_tunmon_process_is_stale(make_daemon):
+@pytest.mark.parametrize("command", [["sleep", "30"],
+                                     ["tail", "-f", "tunmon.log"]])    # only mentions tunmon
+def test_pidfile_of_a_live_non_tunmon_process_is_stale(make_daemon, tmp_path, command):
     """After a reboot the recorded pid may belong to some other program: not 'a live tunmon'."""
     d = make_daemon("native")
-    other = subprocess.Popen(["sleep", "30"])
+    (tmp_path / "tunmon.log").write_text("")
+    other = subprocess.Popen(command, cwd=str(tmp_path), stdout=subprocess.DEVNULL)
     d.others.append(other)
     with open(d.pidfile, "w") as f:
         f.write("%d\n" % other.pid)
@@ -751,38 +764,13 @@ def test_pidfile_of_a_live_non_tunmon_process_is_stale(make_daemon):
 
 @pytest.mark.parametrize("content", [b"\xff\xfe\n", "\u00b2\n".encode(), b"-5\n", b""])
 def test_a_pidfile_holding_no_pid_is_stale(make_daemon, content):
-    d = make_daemon("native")
-    with open(d.pidfile, "wb") as f:
-        f.write(content)
-    d.config(["tun0"], "0.1")
-    d.counters({"tun0": (1000, 10)})
-    d.start()
-    d.wait_pidfile(3)
+    d = quiet_daemon(make_daemon, pidfile_before=content)
     assert d.p.poll() is None
     assert_clean_log(d)
 
 
-def test_pidfile_of_a_program_that_only_mentions_tunmon_is_stale(make_daemon, tmp_path):
-    d = make_daemon("native")
-    (tmp_path / "tunmon.log").write_text("")
-    other = subprocess.Popen(["tail", "-f", str(tmp_path / "tunmon.log")], stdout=subprocess.DEVNULL)
-    d.others.append(other)
-    with open(d.pidfile, "w") as f:
-        f.write("%d\n" % other.pid)
-    d.config(["tun0"], "0.1")
-    d.counters({"tun0": (1000, 10)})
-    d.start()
-    d.wait_pidfile(3)
-    assert d.p.poll() is None
-    assert other.poll() is None, "tunmon must not touch the other process"
-
-
 def test_garbage_written_over_the_pidfile_is_a_takeover(make_daemon):
-    d = make_daemon("native")
-    d.config(["tun0"], "0.1")
-    d.counters({"tun0": (1000, 10)})
-    d.start()
-    d.wait_pidfile(3)
+    d = quiet_daemon(make_daemon)
     with open(d.pidfile, "wb") as f:
         f.write(b"\xff\n")
     assert d.wait_exit(3) == 0, d.log()

@@ -141,29 +141,42 @@ def test_disabled_declares_nothing(router, config):
     assert ("reload_trigger", "tunmon") in router.procd()
 
 
-def test_translation_error_keeps_last_good_xml(router):
-    router.config(ENABLED + "\toption broken 'x'\n")
+# (a bad edit, the error it logs); {export} is the `uci export` the translator read.
+BAD_EDITS = [
+    (ENABLED + "\toption broken 'x'\n", "error: {export}:4: unknown option 'broken'"),
+    # Real uci prints nothing to stdout on a parse error: translated, that nothing
+    # replaced the running config with an empty one.
+    (ENABLED + "\toption interval '5\n",
+     "error: /etc/config/tunmon: uci: Parse error (unterminated ') at line 9, byte 0"),
+]
+
+
+@pytest.mark.parametrize("config, error", BAD_EDITS, ids=["translation", "uci syntax"])
+def test_a_bad_edit_keeps_the_last_good_xml(router, config, error):
+    router.config(config)
     router.last_good("<tun_mon>last good</tun_mon>\n")
     result = router.run("start")
     assert router.read("var/etc/tunmon.xml") == "<tun_mon>last good</tun_mon>\n"
     # still declared: a reload without the instance would stop the running monitor
     assert len(router.instances()) == 1
     assert router.instances()[0]["file"] == (router.conf,)
+    error = error.format(export=router.export)
     assert router.read("syslog").splitlines() == [
-        "daemon.err tunmon: error: %s:4: unknown option 'broken'" % router.export,
+        "daemon.err tunmon: " + error,
         "daemon.warn tunmon: /etc/config/tunmon has errors: keeping the last good %s" % router.conf,
     ]
-    assert "error: %s:4: unknown option 'broken'" % router.export in result.stderr
+    assert error in result.stderr
 
 
-def test_translation_error_without_last_good_declares_nothing(router):
-    router.config(ENABLED + "\toption broken 'x'\n")
+@pytest.mark.parametrize("config, error", BAD_EDITS, ids=["translation", "uci syntax"])
+def test_a_bad_edit_without_last_good_declares_nothing(router, config, error):
+    router.config(config)
     result = router.run("start")
     assert result.returncode != 0
     assert router.instances() == []
     assert not os.path.exists(router.conf)
     assert router.read("syslog").splitlines() == [
-        "daemon.err tunmon: error: %s:4: unknown option 'broken'" % router.export,
+        "daemon.err tunmon: " + error.format(export=router.export),
         "daemon.err tunmon: not started: /etc/config/tunmon has errors",
     ]
 
@@ -195,33 +208,6 @@ def test_check_reports_translation_errors(router):
     assert "--check" not in router.read("tunmon.calls")
     # the file the error names is still there to look at
     assert "option broken" in router.read("var/etc/tunmon-check.uci")
-
-
-def test_a_uci_syntax_error_keeps_the_last_good_xml(router):
-    # Real uci prints nothing to stdout on a parse error; translating that nothing
-    # would have replaced the running config with an empty one.
-    router.config(ENABLED + "\toption interval '5\n")
-    router.last_good("<tun_mon>last good</tun_mon>\n")
-    result = router.run("start")
-    assert router.read("var/etc/tunmon.xml") == "<tun_mon>last good</tun_mon>\n"
-    assert len(router.instances()) == 1
-    assert "--uci-to-xml" not in router.read("tunmon.calls")
-    assert router.read("syslog").splitlines() == [
-        "daemon.err tunmon: error: /etc/config/tunmon: uci: Parse error (unterminated ') "
-        "at line 9, byte 0",
-        "daemon.warn tunmon: /etc/config/tunmon has errors: keeping the last good %s" % router.conf,
-    ]
-    assert "Parse error" in result.stderr
-
-
-def test_a_uci_syntax_error_with_no_last_good_starts_nothing(router):
-    router.config(ENABLED + "\toption interval '5\n")
-    result = router.run("start")
-    assert result.returncode != 0
-    assert router.instances() == []
-    assert not os.path.exists(router.conf)
-    assert router.read("syslog").splitlines()[-1] == \
-        "daemon.err tunmon: not started: /etc/config/tunmon has errors"
 
 
 @pytest.mark.parametrize("value", ["TRUE", "Yes", "2", "enable"])
