@@ -1805,7 +1805,11 @@ class ReplaySource:
         length = None           # of the snapshot being collected in buf
         next_tick = None
         number = 0              # of the line, for errors (enumerate() would make a tuple a line)
-        with open(self.path, "rb") as f:
+        try:
+            f = open(self.path, "rb")
+        except OSError as err:
+            raise ConfigError("cannot read the trace: %s" % os_error_text(err), self.path)
+        with f:
             for line in read_lines(f):
                 number += 1
                 is_header = line.startswith(b"Inter-|")
@@ -2158,8 +2162,8 @@ def main(argv):
     except ConfigError as err:
         log("error", str(err))
         return 2
-    except OSError as err:
-        log("error", "%s: %s" % (options["replay"], os_error_text(err)))
+    except OSError as err:      # the trace's own errors are ConfigErrors: this is stdout
+        log("error", "cannot write the output: %s" % os_error_text(err))
         return 2
     try:
         daemon = Daemon(config, options["proc"], options["trace"], options["sys"])

@@ -13,6 +13,8 @@ import os
 import re
 import subprocess
 
+import pytest
+
 from conftest import TUNMON, run_tunmon
 
 HEADER = (
@@ -672,7 +674,19 @@ def test_replay_missing_trace_file_is_a_clean_error(interp, tmp_path):
     assert res.returncode in (1, 2), res
     assert "Traceback" not in res.stderr
     err = res.stderr.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "nope.txt" in err[0], res.stderr
+    assert err == ["error: %s: cannot read the trace: No such file or directory"
+                   % (tmp_path / "nope.txt")], res.stderr
+
+
+@pytest.mark.parametrize("mode", ["--check", "--replay"])
+def test_an_output_that_cannot_be_written_is_named_as_such(interp, tmp_path, mode):
+    cfg = write(tmp_path / "tunmon.xml", tm_config(["tun0"], 5, actions=[(5, A)]))
+    trace = write(tmp_path / "trace.txt", Trace().same(3, QUIET).text())
+    with open("/dev/full", "w") as full:
+        res = run_tunmon(interp, "-c", cfg, *([mode, trace] if mode == "--replay" else [mode]),
+                         stdout=full, stderr=subprocess.PIPE, capture_output=False)
+    assert (res.returncode, res.stderr) == (2, "error: cannot write the output: "
+                                               "No space left on device\n")
 
 
 def test_replay_is_deterministic_and_runs_nothing(interp, tmp_path):
