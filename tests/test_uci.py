@@ -125,9 +125,10 @@ QUOTING = [
 @pytest.mark.parametrize("written, value", [case[1:] for case in QUOTING],
                          ids=[case[0] for case in QUOTING])
 def test_quoting(interp, tmp_path, written, value):
+    # The leading / is a piece of its own, joined to the next: a pidfile is an absolute path.
     xml = translate(interp, tmp_path,
-                    "config tunmon 'main'\n\toption pidfile %s\n\toption trace 1\n" % written)
-    assert texts(xml, "pidfile") == [value]
+                    "config tunmon 'main'\n\toption pidfile /%s\n\toption trace 1\n" % written)
+    assert texts(xml, "pidfile") == ["/" + value]
     assert texts(xml, "trace") == ["1"]  # the command after the value is still read
 
 
@@ -274,6 +275,9 @@ ERRORS = [
      "tunmon.@device[0].name: empty value"),
     ("control character", MAIN + "\toption pidfile '/var/run/a\x01'\n", 2,
      "tunmon.main.pidfile: control character in value"),
+    # it would be resolved against /var/etc, where the generated XML lives
+    ("relative pidfile", MAIN + "\toption pidfile 'tunmon.pid'\n", 2,
+     "tunmon.main.pidfile: 'tunmon.pid' is not an absolute path"),
     ("device watched twice", "config device\n\toption name tun0\nconfig device 'b'\n"
      "\toption name tun0\n", 4, "device 'tun0' is already watched (line 2)"),
     ("missing required option", "config action\n\toption time 5\n", 1,

@@ -8,7 +8,7 @@ Schema (package `tunmon`; every section may be named or anonymous unless said ot
         option enabled '0'                init script only; default 0
         option interpreter 'auto'         launcher only: auto | micropython | python3
         option interval '5'               -> <interval>        time, 0.1 s to 1 day
-        option pidfile '/var/run/tunmon.pid'   -> <pidfile>
+        option pidfile '/var/run/tunmon.pid'   -> <pidfile>         absolute path
         option script_timeout '60'        -> <script_timeout>  time > 0, at most 1 day
         option max_scripts '8'            -> <max_scripts>     whole number >= 1
         option trace '0'                  -> <trace>           boolean, written as 0/1
@@ -352,7 +352,7 @@ SCHEMA = (
     ("tunmon", (("enabled", _enabled, False, False),
                 ("interpreter", _interpreter, False, False),
                 ("interval", _xml(GLOBAL_VALUES, "interval"), False, False),
-                ("pidfile", _text, False, False),
+                ("pidfile", _path, False, False),
                 ("script_timeout", _xml(GLOBAL_VALUES, "script_timeout"), False, False),
                 ("max_scripts", _count, False, False),
                 ("trace", _bool, False, False),
