@@ -676,10 +676,11 @@ class Monitor:
         by_name = {}
         for dev in self.devices:
             by_name[dev.name] = dev
-        self.devices = [by_name.get(name) or DeviceState(name) for name in config.devices]
-        if old_interval != config.interval:
-            for dev in self.devices:
+            if old_interval != config.interval:
+                # Every device, the dropped ones too: a stop before the next tick shows the
+                # old list's silences on the new interval's clock.
                 dev.age = int(dev.age * old_interval / config.interval + 0.5)
+        self.devices = [by_name.get(name) or DeviceState(name) for name in config.devices]
         self.configure(config)
 
     def judge(self, elapsed, counters):

@@ -390,19 +390,26 @@ class Reporter:
     # -- configuration ------------------------------------------------------------------------
 
     def configure(self, config):
-        """A reload: taken at the next observe().  Until then the status, a stop's last write
-        too, stays that of the last tick, whose counters are in the old config's order."""
+        """A reload.  The clock takes the new interval at once, as the monitor's ages do; the
+        rest waits for the next observe(): until then the status, a stop's last write too,
+        stays that of the last tick, whose counters are in the old config's order."""
         if self.ticks is None:
             self.take_config(config)
         else:
+            self.set_clock(config)
             self.reloaded = config
 
-    def take_config(self, config):
-        """Devices that stay keep their history, new ones start afresh."""
+    def set_clock(self, config):
+        """The clock goes on from the last observed tick at `config`'s interval.  (Again at
+        take_config() after a reload, which changes nothing: the tick is the same.)"""
         if self.ticks is not None:
             self.base_ms = self.clock(self.ticks)
             self.base_ticks = self.ticks
         self.interval_ms = clock_ms(config.interval)
+
+    def take_config(self, config):
+        """Devices that stay keep their history, new ones start afresh."""
+        self.set_clock(config)
         self.status_file = config.status_file
         self.status_label = "status file " + config.status_file    # for the log, made once
         self.status_interval_ms = clock_ms(config.status_interval)

@@ -432,6 +432,24 @@ def test_reload_keeps_devices_and_seconds(tmp_path):
     assert (eth1["rx"]["rate"], eth1["rx"]["pps"]) == (250.0, 0.0)
 
 
+@pytest.mark.parametrize("after", [("tun0", "wg0"), ("wg0",)], ids=["kept", "dropped"])
+def test_a_stop_between_a_reload_and_the_next_tick_shows_the_silence_it_had(tmp_path, after):
+    """The reload changes the interval (5 s to 1 s), and no tick follows before the stop: the
+    stopped status is the last tick's, its silences in seconds as they were."""
+    run = Run(make_config(str(tmp_path), devices=("tun0", "wg0"), interval=5))
+    for _ in range(4):
+        run.step(wg0=WG0_TRAFFIC)                       # tun0 silent for 3 ticks: 15 s
+    assert device(run.status(), "tun0")["silent"] == 15
+    config = make_config(str(tmp_path), devices=after, interval=1)
+    run.monitor.reconfigure(config, run.config.interval)
+    run.reporter.configure(config)
+    run.reporter.close()
+    status = run.status()
+    assert status["state"] == "stopped"
+    assert [dev["name"] for dev in status["devices"]] == ["tun0", "wg0"]
+    assert (device(status, "tun0")["silent"], device(status, "wg0")["silent"]) == (15, 0)
+
+
 def test_script_exits_and_stop(tmp_path):
     run, seen = outage_run(tmp_path, ticks=12)
     run.reporter.script_exited("tun0", "restore", 0)
