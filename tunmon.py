@@ -879,7 +879,9 @@ class Dispatcher:
         for script_step, script, args in chosen:
             env = dict(base_env)
             env["TUNMON_EVENT"] = kind
-            env["TUNMON_DEVICE"] = device_text
+            # post_restore_any: the devices this script is given (its device="..." may leave
+            # out some of those restored)
+            env["TUNMON_DEVICE"] = device if state else " ".join(args)
             env["TUNMON_SILENT"] = silent
             env["TUNMON_STEP"] = str(script_step)
             out.append((script, script.argv + args, env))

@@ -13,6 +13,7 @@
 appended=2
 if [ "$TUNMON_EVENT" = post_restore_any ]; then
 	appended=0
+	set -f	# interface names may hold * ? [
 	for dev in $TUNMON_DEVICE; do
 		appended=$((appended + 1))
 	done

@@ -383,6 +383,28 @@ def test_init_script_runs_the_installed_translator(installed, tmp_path):
     assert "bogus" in errors[0]
 
 
+def test_log_sh_as_tunmons_dispatcher_runs_it_for_a_limited_post_restore_any(router):
+    """tun0 and wg0 back at one tick; the script is limited to tun0: it gets tun0 alone, in
+    its arguments and in TUNMON_DEVICE (which listed both, so log.sh took 'routes' for a
+    device)."""
+    sys.path.insert(0, ROOT)
+    import tunmon
+    import tunmon_xml
+    config = tunmon_xml.parse_config(
+        "<tun_mon><net_devices><net_device>tun0</net_device><net_device>wg0</net_device>"
+        "</net_devices><post_restore_any><script device='tun0'>/usr/share/tunmon/log.sh routes"
+        "</script></post_restore_any></tun_mon>")
+    event = (tunmon.EVENT_POST_RESTORE, 0, ["tun0", "wg0"], 12)
+    [(script, argv, env)] = tunmon.Dispatcher(config).commands(event, tunmon.Monitor(config))
+    assert argv == ["/usr/share/tunmon/log.sh", "routes", "tun0"]
+    assert env["TUNMON_DEVICE"] == "tun0"
+    result = router.run("log.sh", *argv[1:], **env)
+    assert result.returncode == 0, result.stderr
+    assert router.log("syslog") == [
+        "daemon.notice tunmon: post_restore_any: traffic again on tun0, the longest silent 12s:"
+        " routes"]
+
+
 def test_sysupgrade_keeps_the_admins_scripts(installed):
     """What sysupgrade's add_conffiles collects from /lib/upgrade/keep.d/* (its own sed and
     find), in the installed root with an admin's scripts in place."""
