@@ -297,12 +297,13 @@ def char_reference(ref):
     hexadecimal = ref[1:2] in ("x", "X")
     digits = ref[2:] if hexadecimal else ref[1:]
     allowed = "0123456789abcdefABCDEF" if hexadecimal else "0123456789"
-    if not digits or len(digits) > 8:
+    if not digits:
         return -1
     for ch in digits:
         if ch not in allowed:
             return -1
-    return int(digits, 16 if hexadecimal else 10)
+    digits = digits.lstrip("0") or "0"      # leading zeros are allowed, and say nothing
+    return int(digits, 16 if hexadecimal else 10) if len(digits) <= 8 else -1
 
 
 def is_xml_char(code):

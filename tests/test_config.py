@@ -391,6 +391,14 @@ def test_character_references_take_ascii_digits_only(interp, tmp_path, ref):
     assert_config_error(check(interp, cfg), cfg, line, None, "bad character reference")
 
 
+def test_character_references_may_have_leading_zeros(interp, tmp_path):
+    text = tm_config(["tun0"], 5, actions=[("15", "/bin/echo aREFbREFc")])
+    text = text.replace("REF", "&#x000000041;", 1).replace("REF", "&#0000000066;")
+    res = check(interp, write(tmp_path / "t.xml", text))
+    assert res.returncode == 0, res.stderr
+    assert "/bin/echo aAbBc" in res.stdout
+
+
 def test_a_udp_port_takes_ascii_digits_only(interp, tmp_path):
     text = tm_config(["tun0"], 5, extra="  <stats><udp>127.0.0.1:\u0668\u0660</udp></stats>")
     cfg = write(tmp_path / "t.xml", text)
