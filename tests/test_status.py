@@ -1349,6 +1349,20 @@ def test_rpcd_call_status_when_not_running(tmp_path, live_pid):
         assert answer == json.loads(open(path).read())
 
 
+def test_rpcd_takes_a_pid_recycled_by_a_program_that_mentions_tunmon_for_dead(tmp_path):
+    (tmp_path / "tunmon.log").write_text("")
+    other = subprocess.Popen(["tail", "-f", "tunmon.log"], cwd=str(tmp_path),
+                             stdout=subprocess.DEVNULL)
+    try:
+        fresh = dict(table_status(other.pid), expires=int(time.time()) + 30)
+        result = plugin("call", "status", status_file=write_status(tmp_path, fresh))
+        assert json.loads(result.stdout)["running"] is False
+        assert not tunmon_status.is_tunmon(other.pid)     # the daemon's own rule agrees
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_rpcd_call_status_without_a_usable_file(tmp_path):
     missing = tmp_path / "none.json"
     result = plugin("call", "status", status_file=missing)
