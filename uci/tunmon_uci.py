@@ -288,12 +288,6 @@ def _count(value):
     return str(parse_count(value, 1))
 
 
-def _text(value):
-    if not value.strip():
-        raise ValueError("is empty")
-    return value.strip()
-
-
 def _interpreter(value):
     if value not in ("auto", "micropython", "python3"):
         raise ValueError("'%s' is not an interpreter (auto, micropython or python3)"
